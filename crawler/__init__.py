@@ -1,0 +1,1 @@
+"""A pool-based crawler for ranked movie boards that keeps every crawl as history in SQLite."""

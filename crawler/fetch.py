@@ -1,0 +1,201 @@
+"""Downloading, in the pool's worker processes.
+
+Everything here crosses a process boundary, so it is small and picklable: a FetchTask
+goes in, a FetchResult or a FetchError comes out. Parsing never happens here.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+# Headers the main process needs to classify and store a page; the rest stay behind.
+KEPT_HEADERS = ("content-type", "content-encoding", "retry-after", "location", "etag", "last-modified")
+MAX_REDIRECTS = 5
+CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class SiteHTTP:
+    """What a worker sends to one site."""
+
+    base_url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    cookies: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    user_agent: str
+    request_timeout: float
+    page_deadline: float
+    max_page_bytes: int
+    sites: dict[str, SiteHTTP]
+    # Folder of fixtures to serve instead of the network (the --offline crawl).
+    offline_fixtures: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchTask:
+    site: str
+    board: str
+    url: str
+    attempt: int = 1
+
+
+@dataclass
+class FetchResult:
+    url: str
+    final_url: str
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    elapsed: float
+    # True when the body was cut at max_page_bytes.
+    truncated: bool = False
+
+
+class FetchError(Exception):
+    """A download that produced no HTTP response worth reading."""
+
+    def __init__(self, url: str, reason: str, retryable: bool) -> None:
+        super().__init__(url, reason, retryable)
+        self.url = url
+        self.reason = reason
+        self.retryable = retryable
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+_session: requests.Session | None = None
+_settings: WorkerSettings | None = None
+
+
+def init_worker(settings: WorkerSettings) -> None:
+    """Pool initializer: one Session per worker, so connections and cookies are reused."""
+    global _session, _settings
+    # The main process decides what Ctrl-C means; workers must not print tracebacks for it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _settings = settings
+    _session = make_session(settings)
+
+
+def make_session(settings: WorkerSettings) -> requests.Session:
+    session = requests.Session()
+    session.headers["User-Agent"] = settings.user_agent
+    session.headers["Accept-Language"] = "zh-CN,zh;q=0.9,en;q=0.8"
+    for site in settings.sites.values():
+        host = urlsplit(site.base_url).hostname
+        for name, value in site.cookies.items():
+            session.cookies.set(name, value, domain=host)
+    if settings.offline_fixtures:
+        from .offline import FixtureAdapter
+
+        adapter = FixtureAdapter(settings.offline_fixtures, {name: s.base_url for name, s in settings.sites.items()})
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+    return session
+
+
+def fetch(task: FetchTask) -> FetchResult:
+    """Download one page within the page deadline, following redirects only inside the site."""
+    assert _session is not None and _settings is not None, "fetch() runs in a worker set up by init_worker"
+    settings = _settings
+    site = settings.sites[task.site]
+    site_host = urlsplit(site.base_url).hostname
+    started = time.monotonic()
+    deadline = started + settings.page_deadline
+    url = task.url
+    with _hard_deadline(task.url, settings.page_deadline):
+        for _ in range(MAX_REDIRECTS + 1):
+            response = _get(url, site.headers, deadline, settings.request_timeout)
+            with response:
+                location = response.headers.get("location")
+                if response.is_redirect and location:
+                    target = urljoin(url, location)
+                    if urlsplit(target).hostname != site_host:
+                        # Left for the main process to judge (a verification host is a block).
+                        return _result(task.url, url, response, b"", started, False)
+                    url = target
+                    continue
+                body, truncated = _read(url, response, deadline, settings.max_page_bytes)
+                return _result(task.url, url, response, body, started, truncated)
+    raise FetchError(task.url, f"more than {MAX_REDIRECTS} redirects", retryable=False)
+
+
+class _DeadlinePassed(BaseException):
+    """Raised by the alarm inside a blocking read; BaseException so no library swallows it."""
+
+
+@contextmanager
+def _hard_deadline(url: str, seconds: float):
+    """Interrupt a read that blocks past the page deadline.
+
+    A socket timeout bounds each wait for a byte, not the whole body: a server that
+    trickles one byte at a time would hold a worker forever. In a process worker the
+    task runs on the main thread, where an alarm signal can cut the read; elsewhere
+    (a thread pool) the per-chunk check in _read is the bound.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise _DeadlinePassed()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _DeadlinePassed:
+        raise FetchError(url, f"no complete response within the page deadline ({seconds:g} s)",
+                         retryable=True) from None
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _get(url: str, headers: dict[str, str], deadline: float, timeout: float) -> requests.Response:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise FetchError(url, "page deadline passed before the response started", retryable=True)
+    try:
+        return _session.get(url, headers=headers, stream=True, allow_redirects=False,
+                            timeout=min(timeout, remaining))
+    except requests.Timeout as exc:
+        raise FetchError(url, f"timed out: {exc}", retryable=True) from None
+    except requests.RequestException as exc:
+        raise FetchError(url, f"connection failed: {exc}", retryable=True) from None
+
+
+def _read(url: str, response: requests.Response, deadline: float, cap: int) -> tuple[bytes, bool]:
+    """Read the body chunk by chunk, so a trickling server or a gzip bomb is cut off."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_content(CHUNK):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > cap:
+                return b"".join(chunks)[:cap], True
+            if time.monotonic() > deadline:
+                raise FetchError(url, f"body still arriving after the page deadline ({size} bytes read)",
+                                 retryable=True)
+    except requests.RequestException as exc:
+        raise FetchError(url, f"body cut short after {size} bytes: {exc}", retryable=True) from None
+    return b"".join(chunks), False
+
+
+def _result(url: str, final_url: str, response: requests.Response, body: bytes, started: float,
+            truncated: bool) -> FetchResult:
+    headers = {name: response.headers[name] for name in KEPT_HEADERS if name in response.headers}
+    return FetchResult(url=url, final_url=final_url, status=response.status_code, headers=headers,
+                       body=body, elapsed=time.monotonic() - started, truncated=truncated)

@@ -1,0 +1,154 @@
+"""From a downloaded page to records or a reason: classify, decode, parse.
+
+Runs in the main process inside the pool's callbacks, so `process` never raises: every
+failure becomes a PageOutcome that says what happened to that page.
+"""
+from __future__ import annotations
+
+import codecs
+import re
+import time
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from parsers.common import BoardPage, NotABoardPage
+
+from .fetch import FetchError, FetchResult, FetchTask
+
+RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+# Hosts a site sends a crawler to when it wants a human: being sent there is a block.
+BLOCK_HOSTS = ("verify.maoyan.com", "sec.douban.com")
+# Statuses with which a site refuses a crawler outright.
+BLOCK_STATUS = {403, 418}
+
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-]+)""", re.I)
+_HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9_\-]+)", re.I)
+# Declared names of the Chinese encodings all decode correctly as their superset.
+_SUPERSETS = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030"}
+
+
+@dataclass
+class PageOutcome:
+    """What became of one page: records to store, or the reason there are none."""
+
+    task: FetchTask
+    outcome: str  # "ok", "error" or "blocked"
+    records: list[dict[str, Any]] = field(default_factory=list)
+    updated: str | None = None
+    page_urls: list[str] = field(default_factory=list)
+    error: str | None = None
+    retryable: bool = False
+    retry_after: float | None = None
+    status: int | None = None
+    final_url: str | None = None
+    bytes: int = 0
+    elapsed: float = 0.0
+    # The page as received, kept only when the user should look at it (a block).
+    html: str | None = None
+
+
+def failed(task: FetchTask, error: BaseException) -> PageOutcome:
+    """The outcome of a download that raised instead of returning a response."""
+    if isinstance(error, FetchError):
+        return PageOutcome(task, "error", error=error.reason, retryable=error.retryable)
+    return PageOutcome(task, "error", error=f"download failed: {type(error).__name__}: {error}", retryable=True)
+
+
+def process(task: FetchTask, result: FetchResult, parse: Callable[[str, str], BoardPage]) -> PageOutcome:
+    outcome = PageOutcome(task, "error", status=result.status, final_url=result.final_url,
+                          bytes=len(result.body), elapsed=result.elapsed)
+    try:
+        _classify(outcome, result, parse)
+    except Exception as exc:  # a parser bug must cost one page, never the crawl
+        outcome.outcome, outcome.records = "error", []
+        outcome.error = f"parser failed: {type(exc).__name__}: {exc}"
+    return outcome
+
+
+def _classify(outcome: PageOutcome, result: FetchResult, parse: Callable[[str, str], BoardPage]) -> None:
+    status = result.status
+    location = result.headers.get("location")
+    if 300 <= status < 400:
+        host = urlsplit(location or "").hostname or ""
+        if host.endswith(BLOCK_HOSTS):
+            outcome.outcome, outcome.error = "blocked", f"redirected to the verification page {location}"
+        else:
+            outcome.error = f"redirected off the site to {location}; not followed"
+        return
+    if status in BLOCK_STATUS:
+        outcome.outcome, outcome.error = "blocked", f"HTTP {status}: the site refused the request"
+        outcome.html = decode(result.body, result.headers.get("content-type"))[0]
+        return
+    if status != 200:
+        outcome.error = f"HTTP {status}"
+        outcome.retryable = status in RETRYABLE_STATUS
+        outcome.retry_after = retry_after_seconds(result.headers.get("retry-after"))
+        return
+    if result.truncated:
+        outcome.error = f"page larger than max_page_bytes ({len(result.body)} bytes kept); not parsed"
+        return
+    html, problem = decode(result.body, result.headers.get("content-type"))
+    if html is None:
+        outcome.error = problem
+        return
+    try:
+        page = parse(html, result.final_url)
+    except NotABoardPage as exc:
+        outcome.error = f"not a board page: {exc.reason}"
+        if exc.blocked:
+            outcome.outcome, outcome.html = "blocked", html
+        return
+    if not isinstance(page, BoardPage) or not page.records:
+        raise ValueError(f"parser returned {page!r:.80} instead of a BoardPage with records")
+    for record in page.records:
+        if not isinstance(record.get("rank"), int) or not record.get("title"):
+            raise ValueError(f"record without a rank or title: {record!r:.120}")
+    outcome.outcome, outcome.records = "ok", page.records
+    outcome.updated, outcome.page_urls = page.updated, page.page_urls
+
+
+def decode(body: bytes, content_type: str | None) -> tuple[str | None, str | None]:
+    """Bytes to text without ever guessing into garbage.
+
+    Valid UTF-8 is taken as UTF-8 whatever the page declares (a GBK page is almost never
+    valid UTF-8, and a mis-declared UTF-8 page is common); otherwise the charset the header
+    or a meta tag declares, then GB18030. Returns (text, None) or (None, reason).
+    """
+    if not body.strip():
+        return None, "empty body"
+    try:
+        return body.decode("utf-8-sig"), None
+    except UnicodeDecodeError:
+        pass
+    declared = [m.group(1) for m in (_HEADER_CHARSET.search(content_type or ""),) if m]
+    declared += [m.group(1).decode("ascii") for m in (_META_CHARSET.search(body[:4096]),) if m]
+    tried = []
+    for name in [*declared, "gb18030"]:
+        try:
+            codec = codecs.lookup(_SUPERSETS.get(name.lower(), name)).name
+        except LookupError:
+            continue
+        if codec in tried:
+            continue
+        tried.append(codec)
+        try:
+            return body.decode(codec), None
+        except UnicodeDecodeError:
+            continue
+    return None, f"cannot decode the page (tried utf-8, {', '.join(tried)})"
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header as seconds from now: it may be a number or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

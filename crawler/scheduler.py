@@ -1,0 +1,279 @@
+"""The scheduler: hands pages to the pool, parses in its callbacks, writes from the main thread.
+
+Two hazards of multiprocessing.Pool shape this module:
+- an exception escaping a callback kills the pool's result-handler thread and every later
+  wait hangs, so the callbacks catch everything and only put an outcome on a queue;
+- callbacks run on that result-handler thread, so they never touch SQLite: the main thread
+  owns the one connection and writes each page as its outcome arrives.
+Every wait has a bound: each task has a deadline, after which it is given up and retried
+(a worker killed mid-download never reports back).
+"""
+from __future__ import annotations
+
+import heapq
+import multiprocessing
+import queue
+import random
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlite_utils
+
+from . import pipeline, store
+from .config import Config
+from .fetch import FetchTask, SiteHTTP, WorkerSettings, fetch, init_worker
+from .offline import FIXTURES
+from .pipeline import PageOutcome
+from .sites import SITES
+
+# After this many blocked pages from one site, stop asking it: more requests only
+# make the block last longer.
+BLOCKS_BEFORE_GIVING_UP = 3
+# Time a task may take beyond the page deadline before it is presumed lost with its worker.
+LOST_TASK_GRACE = 5.0
+MAX_BACKOFF = 60.0
+POLL = 0.5
+
+
+@dataclass
+class CrawlResult:
+    run_id: int
+    status: str
+    pages_ok: int
+    pages_failed: int
+    pages_blocked: int
+    records: int
+    elapsed: float
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    blocked_sites: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _InFlight:
+    task: FetchTask
+    host: str
+    deadline: float
+
+
+def worker_settings(config: Config, offline: bool) -> WorkerSettings:
+    return WorkerSettings(
+        user_agent=config.user_agent,
+        request_timeout=config.request_timeout,
+        page_deadline=config.page_deadline,
+        max_page_bytes=config.max_page_bytes,
+        sites={s.name: SiteHTTP(s.base_url, dict(s.headers), dict(s.cookies)) for s in config.sites},
+        offline_fixtures=str(FIXTURES) if offline else None,
+    )
+
+
+def make_pool(config: Config, settings: WorkerSettings, workers: int):
+    method = None if config.start_method == "default" else config.start_method
+    context = multiprocessing.get_context(method)
+    return context.Pool(workers, initializer=init_worker, initargs=(settings,))
+
+
+class Scheduler:
+    def __init__(self, config: Config, db: sqlite_utils.Database, run_id: int, pool: Any,
+                 offline: bool, workers: int) -> None:
+        self.config, self.db, self.run_id, self.pool = config, db, run_id, pool
+        self.max_in_flight = workers
+        # Offline nothing is asked of the sites, so there is nothing to be polite about.
+        self.delay = 0.0 if offline else config.delay_per_host
+        self.per_host = workers if offline else config.max_in_flight_per_host
+        self.outcomes: queue.Queue[tuple[FetchTask, PageOutcome]] = queue.Queue()
+        self.waiting: list[tuple[float, int, FetchTask]] = []  # heap of (not before, order, task)
+        self.order = 0
+        self.in_flight: dict[str, _InFlight] = {}
+        self.host_busy: dict[str, int] = {}
+        self.host_next: dict[str, float] = {}
+        self.known: set[str] = set()
+        self.blocks: dict[str, int] = {}
+        self.given_up: set[str] = set()
+        self.failures: list[tuple[str, str]] = []
+
+    # -- what to fetch -------------------------------------------------------------------
+    def add(self, site: str, board: str, url: str, attempt: int = 1, not_before: float = 0.0) -> None:
+        if attempt == 1:
+            if url in self.known:
+                return
+            self.known.add(url)
+        self.order += 1
+        heapq.heappush(self.waiting, (not_before, self.order, FetchTask(site, board, url, attempt)))
+
+    def add_boards(self, skip: set[str] = frozenset()) -> None:
+        pending = []
+        for site_config in self.config.sites:
+            site = SITES[site_config.name]
+            for board_name in site_config.boards:
+                for path in site.boards[board_name].pages:
+                    url = site_config.base_url + path
+                    if url not in skip:
+                        self.add(site.name, board_name, url)
+                        pending.append({"url": url, "site": site.name, "board": board_name})
+        self._mark_pending(pending)
+
+    def _mark_pending(self, pages: list[dict[str, str]]) -> None:
+        """Note pages before fetching them, so an interrupted run knows what it still owes."""
+        if pages:
+            with self.db.atomic():
+                self.db["pages"].insert_all(
+                    [{"run_id": self.run_id, "outcome": "pending", "attempts": 0, **p} for p in pages],
+                    pk=("run_id", "url"), ignore=True)
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> list[tuple[str, str]]:
+        while self.waiting or self.in_flight:
+            wake = self._submit_ready()
+            try:
+                task, outcome = self.outcomes.get(timeout=self._wait_time(wake))
+            except queue.Empty:
+                pass
+            else:
+                self._handle(task, outcome)
+            self._reap_lost()
+        return self.failures
+
+    def _wait_time(self, wake: float) -> float:
+        """Sleep until an outcome arrives, a held task comes due, or a deadline passes."""
+        now = time.monotonic()
+        deadlines = [f.deadline for f in self.in_flight.values()]
+        return max(0.0, min([wake, now + POLL, *deadlines]) - now)
+
+    def _submit_ready(self) -> float:
+        """Submit what the limits allow; return when a held task next comes due."""
+        now = time.monotonic()
+        held = []
+        wake = float("inf")
+        while self.waiting and len(self.in_flight) < self.max_in_flight:
+            not_before, order, task = heapq.heappop(self.waiting)
+            if not_before > now:
+                held.append((not_before, order, task))
+                wake = not_before
+                break
+            if task.site in self.given_up:
+                self._give_up(task)
+                continue
+            host = urlsplit(task.url).netloc
+            if self.host_busy.get(host, 0) >= self.per_host:
+                held.append((not_before, order, task))  # an outcome from this host frees it
+                continue
+            if self.host_next.get(host, 0.0) > now:
+                held.append((not_before, order, task))
+                wake = min(wake, self.host_next[host])
+                continue
+            self._submit(task, host, now)
+        for item in held:
+            heapq.heappush(self.waiting, item)
+        return wake
+
+    def _submit(self, task: FetchTask, host: str, now: float) -> None:
+        self.host_busy[host] = self.host_busy.get(host, 0) + 1
+        self.host_next[host] = now + self.delay
+        self.in_flight[task.url] = _InFlight(task, host, now + self.config.page_deadline + LOST_TASK_GRACE)
+        parse = SITES[task.site].parse
+        self.pool.apply_async(fetch, (task,), callback=partial(self._on_result, task, parse),
+                              error_callback=partial(self._on_error, task))
+
+    # -- callbacks: on the pool's result-handler thread; they must never raise ---------------
+    def _on_result(self, task: FetchTask, parse, result) -> None:
+        try:
+            outcome = pipeline.process(task, result, parse)
+        except BaseException as exc:  # noqa: BLE001 - anything escaping here hangs the pool
+            outcome = PageOutcome(task, "error", error=f"internal error: {exc!r}")
+        self.outcomes.put((task, outcome))
+
+    def _on_error(self, task: FetchTask, error: BaseException) -> None:
+        try:
+            outcome = pipeline.failed(task, error)
+        except BaseException as exc:  # noqa: BLE001
+            outcome = PageOutcome(task, "error", error=f"internal error: {exc!r}", retryable=True)
+        self.outcomes.put((task, outcome))
+
+    # -- main thread: decide and store ---------------------------------------------------
+    def _handle(self, task: FetchTask, outcome: PageOutcome) -> None:
+        flight = self.in_flight.get(task.url)
+        if flight is None or flight.task is not task:
+            return  # the answer to an attempt already given up as lost
+        self._release(task.url)
+        if outcome.outcome == "ok":
+            for record in outcome.records:
+                record.setdefault("updated", outcome.updated)
+            self._save(task, outcome)
+            if SITES[task.site].boards[task.board].follow_pager:
+                new = [u for u in outcome.page_urls if u not in self.known]
+                for url in new:
+                    self.add(task.site, task.board, url)
+                self._mark_pending([{"url": u, "site": task.site, "board": task.board} for u in new])
+            return
+        if outcome.outcome == "blocked":
+            self.blocks[task.site] = self.blocks.get(task.site, 0) + 1
+            if self.blocks[task.site] >= BLOCKS_BEFORE_GIVING_UP:
+                self.given_up.add(task.site)
+        elif outcome.retryable and task.attempt < self.config.max_attempts:
+            self._save(task, outcome, final=False)
+            self._retry(task, outcome.retry_after)
+            return
+        self._save(task, outcome)
+        self.failures.append((task.url, outcome.error or outcome.outcome))
+
+    def _retry(self, task: FetchTask, retry_after: float | None) -> None:
+        if retry_after is not None:
+            wait = min(retry_after, MAX_BACKOFF)
+        else:
+            wait = min(MAX_BACKOFF, 2 ** (task.attempt - 1)) * random.uniform(0.5, 1.5)
+        self.add(task.site, task.board, task.url, task.attempt + 1, time.monotonic() + wait)
+
+    def _reap_lost(self) -> None:
+        now = time.monotonic()
+        for url, flight in list(self.in_flight.items()):
+            if flight.deadline <= now:
+                self._handle(flight.task, PageOutcome(
+                    flight.task, "error", retryable=True,
+                    error="no answer from the worker before the page deadline (worker lost?)"))
+
+    def _release(self, url: str) -> None:
+        flight = self.in_flight.pop(url)
+        self.host_busy[flight.host] -= 1
+
+    def _give_up(self, task: FetchTask) -> None:
+        outcome = PageOutcome(task, "error", error=f"not fetched: {task.site} is blocking the crawler")
+        self._save(task, outcome)
+        self.failures.append((task.url, outcome.error))
+
+    def _save(self, task: FetchTask, outcome: PageOutcome, final: bool = True) -> None:
+        store.save_page(self.db, self.run_id, {
+            "url": task.url, "site": task.site, "board": task.board, "final_url": outcome.final_url,
+            "status": outcome.status, "bytes": outcome.bytes, "elapsed": round(outcome.elapsed, 4),
+            "attempts": task.attempt, "outcome": outcome.outcome if final else "retrying",
+            "error": outcome.error,
+        }, outcome.records)
+
+
+def crawl(config: Config, db_path: str | None = None, offline: bool = False,
+          workers: int | None = None) -> CrawlResult:
+    """Crawl every board the config names into the database, as one new run."""
+    started = time.monotonic()
+    db = store.open_db(db_path or config.database)
+    run_id = store.start_run(db, config.path, config.text, offline)
+    workers = workers or config.workers
+    pool = make_pool(config, worker_settings(config, offline), workers)
+    scheduler = Scheduler(config, db, run_id, pool, offline, workers)
+    try:
+        scheduler.add_boards()
+        failures = scheduler.run()
+    finally:
+        pool.terminate()
+        pool.join()
+    counts = store.run_counts(db, run_id)
+    if not failures:
+        status = "ok"
+    elif counts["records"]:
+        status = "partial"
+    else:
+        status = "failed"
+    counts = store.finish_run(db, run_id, status)
+    return CrawlResult(run_id=run_id, status=status, elapsed=time.monotonic() - started,
+                       failures=failures, blocked_sites=sorted(scheduler.given_up), **counts)

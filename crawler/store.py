@@ -1,0 +1,127 @@
+"""The SQLite database: every run kept, committed page by page.
+
+One connection, owned by the main thread. Each page's records and its row in `pages`
+are written in one transaction, so a crash leaves whole pages or none.
+"""
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import sqlite_utils
+
+RECORD_COLUMNS: dict[str, type] = {
+    "run_id": int, "site": str, "board": str, "rank": int, "movie_id": str, "title": str,
+    "url": str, "poster_url": str, "actors": str, "release_date": str, "release_region": str,
+    "score": float,
+    # Maoyan boards that show something else than a score
+    "month_wish": int, "total_wish": int,
+    "realtime_box_office": float, "realtime_box_office_unit": str,
+    "total_box_office": float, "total_box_office_unit": str,
+    # Douban
+    "other_titles": str, "credits": str, "directors": str, "year": int, "countries": str,
+    "genres": str, "votes": int, "quote": str, "playable": int,
+    # Names of the fields a web font hides (stored NULL), comma-separated.
+    "obfuscated": str,
+    "updated": str,
+}
+RECORD_KEY = ("run_id", "site", "board", "rank")
+MOVIE_COLUMNS = ("title", "url", "poster_url", "actors", "release_date", "release_region",
+                 "other_titles", "directors", "year", "countries", "genres")
+
+
+class StoreError(Exception):
+    """The database cannot be opened or written; the message says which and why."""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def open_db(path: str | Path) -> sqlite_utils.Database:
+    """Open (creating if needed) the database, in WAL mode, with every table in place."""
+    path = Path(path)
+    if not path.parent.exists():
+        raise StoreError(f"cannot open database {path}: folder {path.parent} does not exist")
+    try:
+        conn = sqlite3.connect(str(path), timeout=5, check_same_thread=True)
+        db = sqlite_utils.Database(conn)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        _ensure_tables(db)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot use database {path}: {exc}") from None
+    return db
+
+
+def _ensure_tables(db: sqlite_utils.Database) -> None:
+    with db.atomic():
+        db["runs"].create({
+            "id": int, "started": str, "finished": str, "status": str, "config_path": str,
+            "config": str, "offline": int, "pages_ok": int, "pages_failed": int, "pages_blocked": int,
+            "records": int, "message": str,
+        }, pk="id", if_not_exists=True)
+        db["records"].create(RECORD_COLUMNS, pk=RECORD_KEY, if_not_exists=True,
+                             foreign_keys=[("run_id", "runs", "id")])
+        db["pages"].create({
+            "run_id": int, "url": str, "site": str, "board": str, "final_url": str, "status": int,
+            "bytes": int, "elapsed": float, "attempts": int, "outcome": str, "error": str,
+            "records": int, "fetched": str,
+        }, pk=("run_id", "url"), if_not_exists=True, foreign_keys=[("run_id", "runs", "id")])
+        db["movies"].create({
+            "site": str, "movie_id": str, **{name: RECORD_COLUMNS[name] for name in MOVIE_COLUMNS},
+            "last_run_id": int,
+        }, pk=("site", "movie_id"), if_not_exists=True)
+        db["records"].create_index(["site", "board", "movie_id"], if_not_exists=True)
+
+
+def start_run(db: sqlite_utils.Database, config_path: str, config_text: str, offline: bool) -> int:
+    with db.atomic():
+        return db["runs"].insert({
+            "started": now(), "status": "running", "config_path": config_path,
+            "config": config_text, "offline": int(offline),
+            "pages_ok": 0, "pages_failed": 0, "pages_blocked": 0, "records": 0,
+        }).last_pk
+
+
+def save_page(db: sqlite_utils.Database, run_id: int, page: dict[str, Any],
+              records: Iterable[dict[str, Any]] = ()) -> None:
+    """Store one page's outcome and its records in one transaction."""
+    rows = [_record_row(run_id, page, record) for record in records]
+    with db.atomic():
+        if rows:
+            db["records"].upsert_all(rows, pk=RECORD_KEY)
+            db["movies"].upsert_all(
+                [{"site": r["site"], "movie_id": r["movie_id"], "last_run_id": run_id,
+                  **{name: r.get(name) for name in MOVIE_COLUMNS}} for r in rows if r.get("movie_id")],
+                pk=("site", "movie_id"))
+        db["pages"].upsert({"run_id": run_id, "fetched": now(), "records": len(rows), **page},
+                           pk=("run_id", "url"))
+
+
+def _record_row(run_id: int, page: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    row = {name: record.get(name) for name in RECORD_COLUMNS}
+    row.update(run_id=run_id, site=page["site"], board=page["board"])
+    row["obfuscated"] = ",".join(record.get("obfuscated") or []) or None
+    if isinstance(row["playable"], bool):
+        row["playable"] = int(row["playable"])
+    return row
+
+
+def finish_run(db: sqlite_utils.Database, run_id: int, status: str, message: str | None = None) -> dict[str, int]:
+    """Mark the run ended and store its counts, taken from what was actually stored."""
+    counts = run_counts(db, run_id)
+    with db.atomic():
+        db["runs"].update(run_id, {"finished": now(), "status": status, "message": message, **counts})
+    return counts
+
+
+def run_counts(db: sqlite_utils.Database, run_id: int) -> dict[str, int]:
+    by_outcome = dict(db.execute(
+        "select outcome, count(*) from pages where run_id = ? group by outcome", [run_id]).fetchall())
+    records = db.execute("select count(*) from records where run_id = ?", [run_id]).fetchone()[0]
+    return {"pages_ok": by_outcome.get("ok", 0), "pages_failed": by_outcome.get("error", 0),
+            "pages_blocked": by_outcome.get("blocked", 0), "records": records}
+
