@@ -5,13 +5,14 @@ import argparse
 import sys
 
 from .config import ConfigError, load_config
-from .scheduler import CrawlResult, crawl
+from .scheduler import CrawlResult, Interrupted, crawl
 from .store import StoreError
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1  # some pages were not stored
 EXIT_USAGE = 2  # bad arguments, config or database path
 EXIT_BLOCKED = 3  # a site refused the crawler
+EXIT_SIGINT = 130  # stopped with Ctrl-C (128 + the signal's number, as shells report it)
 SHOWN_FAILURES = 10
 
 
@@ -42,7 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="serve every page from the bundled fixtures/ instead of the sites (no network)")
     parser.add_argument("--workers", type=_positive, metavar="N",
                         help="download processes (default: crawl.workers in the config)")
+    parser.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
+                        help="complete an interrupted run, fetching only the pages it lacks "
+                             "(default: the latest interrupted run)")
     return parser
+
+
+def _run_id(text: str | None) -> int | str | None:
+    if text is None or text == "latest":
+        return text
+    if not text.isdigit():
+        raise ValueError(f"--resume takes a run id (a whole number), not {text!r}")
+    return int(text)
 
 
 def summary(result: CrawlResult, db_path: str) -> str:
@@ -56,20 +68,37 @@ def summary(result: CrawlResult, db_path: str) -> str:
     if len(result.failures) > SHOWN_FAILURES:
         lines.append(f"  ... and {len(result.failures) - SHOWN_FAILURES} more (see the pages table)")
     for site in result.blocked_sites:
-        lines.append(f"{site} is blocking the crawler: wait before the next run, raise "
-                     f"crawl.delay_per_host, or put your browser's cookies in [sites.{site}.cookies]")
+        seen = result.blocked_pages.get(site)
+        lines.append(f"{site} is blocking the crawler{' (its page: ' + seen + ')' if seen else ''}: "
+                     f"wait before the next run, raise crawl.delay_per_host, or put your browser's "
+                     f"cookies in [sites.{site}.cookies]")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        resume = _run_id(args.resume)
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         config = load_config(args.config)
-        result = crawl(config, db_path=args.db, offline=args.offline, workers=args.workers)
+        db_path = args.db or config.database
+        result = crawl(config, db_path=db_path, offline=args.offline, workers=args.workers, resume=resume)
     except (ConfigError, StoreError) as exc:
         print(f"crawler: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(summary(result, args.db or config.database), file=sys.stderr)
+    except Interrupted as stop:
+        print(summary(stop.result, db_path), file=sys.stderr)
+        print(f"resume with: python -m crawler {args.config}{' --db ' + args.db if args.db else ''} "
+              f"--resume {stop.result.run_id}", file=sys.stderr)
+        return 128 + stop.signum
+    except KeyboardInterrupt:
+        print("crawler: stopped at once; the run is marked interrupted and can be resumed with --resume",
+              file=sys.stderr)
+        return EXIT_SIGINT
+    print(summary(result, db_path), file=sys.stderr)
     if result.blocked_sites:
         return EXIT_BLOCKED
     return EXIT_OK if result.status == "ok" else EXIT_INCOMPLETE

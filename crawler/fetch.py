@@ -82,6 +82,9 @@ def init_worker(settings: WorkerSettings) -> None:
     global _session, _settings
     # The main process decides what Ctrl-C means; workers must not print tracebacks for it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A worker forked after the main process set its own SIGTERM handler would inherit it
+    # and then ignore Pool.terminate(); a worker must die when told to.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _settings = settings
     _session = make_session(settings)
 

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import heapq
 import multiprocessing
+import os
 import queue
 import random
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -49,6 +54,8 @@ class CrawlResult:
     elapsed: float
     failures: list[tuple[str, str]] = field(default_factory=list)
     blocked_sites: list[str] = field(default_factory=list)
+    # site -> file holding the first page that site blocked us with, for the user to read
+    blocked_pages: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -77,8 +84,10 @@ def make_pool(config: Config, settings: WorkerSettings, workers: int):
 
 class Scheduler:
     def __init__(self, config: Config, db: sqlite_utils.Database, run_id: int, pool: Any,
-                 offline: bool, workers: int) -> None:
+                 offline: bool, workers: int, blocked_dir: Path) -> None:
         self.config, self.db, self.run_id, self.pool = config, db, run_id, pool
+        self.blocked_dir = blocked_dir
+        self.blocked_pages: dict[str, str] = {}
         self.max_in_flight = workers
         # Offline nothing is asked of the sites, so there is nothing to be polite about.
         self.delay = 0.0 if offline else config.delay_per_host
@@ -93,6 +102,8 @@ class Scheduler:
         self.blocks: dict[str, int] = {}
         self.given_up: set[str] = set()
         self.failures: list[tuple[str, str]] = []
+        # Set by a signal handler: the number of the signal that asked the crawl to stop.
+        self.stop_signal: int | None = None
 
     # -- what to fetch -------------------------------------------------------------------
     def add(self, site: str, board: str, url: str, attempt: int = 1, not_before: float = 0.0) -> None:
@@ -115,6 +126,11 @@ class Scheduler:
                         pending.append({"url": url, "site": site.name, "board": board_name})
         self._mark_pending(pending)
 
+    def add_owed(self, pages: list[dict[str, str]]) -> None:
+        """Pages a resumed run noted but never stored (pending, retrying, failed)."""
+        for page in pages:
+            self.add(page["site"], page["board"], page["url"])
+
     def _mark_pending(self, pages: list[dict[str, str]]) -> None:
         """Note pages before fetching them, so an interrupted run knows what it still owes."""
         if pages:
@@ -125,7 +141,7 @@ class Scheduler:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> list[tuple[str, str]]:
-        while self.waiting or self.in_flight:
+        while (self.waiting or self.in_flight) and self.stop_signal is None:
             wake = self._submit_ready()
             try:
                 task, outcome = self.outcomes.get(timeout=self._wait_time(wake))
@@ -134,7 +150,19 @@ class Scheduler:
             else:
                 self._handle(task, outcome)
             self._reap_lost()
+        if self.stop_signal is not None:
+            self._save_parsed()
         return self.failures
+
+    def _save_parsed(self) -> None:
+        """On the way out, store what the callbacks already parsed; fetch nothing more."""
+        while True:
+            try:
+                task, outcome = self.outcomes.get_nowait()
+            except queue.Empty:
+                return
+            if outcome.outcome == "ok":
+                self._handle(task, outcome)
 
     def _wait_time(self, wake: float) -> float:
         """Sleep until an outcome arrives, a held task comes due, or a deadline passes."""
@@ -210,6 +238,8 @@ class Scheduler:
             return
         if outcome.outcome == "blocked":
             self.blocks[task.site] = self.blocks.get(task.site, 0) + 1
+            if task.site not in self.blocked_pages:
+                self._keep_blocked_page(task, outcome)
             if self.blocks[task.site] >= BLOCKS_BEFORE_GIVING_UP:
                 self.given_up.add(task.site)
         elif outcome.retryable and task.attempt < self.config.max_attempts:
@@ -218,6 +248,14 @@ class Scheduler:
             return
         self._save(task, outcome)
         self.failures.append((task.url, outcome.error or outcome.outcome))
+
+    def _keep_blocked_page(self, task: FetchTask, outcome: PageOutcome) -> None:
+        path = self.blocked_dir / f"blocked-{task.site}-run{self.run_id}.html"
+        try:
+            path.write_text(outcome.html or f"<!-- {task.url}: {outcome.error} -->", encoding="utf-8")
+        except OSError:
+            return  # the page row still says what happened
+        self.blocked_pages[task.site] = str(path)
 
     def _retry(self, task: FetchTask, retry_after: float | None) -> None:
         if retry_after is not None:
@@ -252,28 +290,92 @@ class Scheduler:
         }, outcome.records)
 
 
+class Interrupted(Exception):
+    """The crawl was stopped by a signal; what was parsed before it is stored."""
+
+    def __init__(self, result: CrawlResult, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum}")
+        self.result = result
+        self.signum = signum
+
+
 def crawl(config: Config, db_path: str | None = None, offline: bool = False,
-          workers: int | None = None) -> CrawlResult:
-    """Crawl every board the config names into the database, as one new run."""
+          workers: int | None = None, resume: int | str | None = None) -> CrawlResult:
+    """Crawl every board the config names into the database as one new run.
+
+    With `resume` (a run id, or "latest" for the latest interrupted run) the pages that run
+    does not have yet are fetched into it instead. On SIGINT or SIGTERM the crawl stops
+    submitting, stores what is parsed, marks the run interrupted and raises Interrupted.
+    """
     started = time.monotonic()
     db = store.open_db(db_path or config.database)
-    run_id = store.start_run(db, config.path, config.text, offline)
+    if resume is None:
+        run_id, done = store.start_run(db, config.path, config.text, offline), set()
+    else:
+        run_id = store.reopen_run(db, resume)
+        done = store.pages_done(db, run_id)
     workers = workers or config.workers
     pool = make_pool(config, worker_settings(config, offline), workers)
-    scheduler = Scheduler(config, db, run_id, pool, offline, workers)
+    blocked_dir = Path(db_path or config.database).resolve().parent
+    scheduler = Scheduler(config, db, run_id, pool, offline, workers, blocked_dir)
     try:
-        scheduler.add_boards()
-        failures = scheduler.run()
+        with _stop_on_signals(scheduler):
+            scheduler.add_boards(skip=done)
+            scheduler.add_owed(store.pages_owed(db, run_id))
+            failures = scheduler.run()
+    except KeyboardInterrupt:  # a second Ctrl-C: no more waiting, but the run is marked
+        pool.terminate()
+        store.finish_run(db, run_id, "interrupted", "stopped at once by a second Ctrl-C")
+        raise
     finally:
         pool.terminate()
         pool.join()
+    if scheduler.stop_signal is not None:
+        counts = store.finish_run(db, run_id, "interrupted", f"stopped by signal {scheduler.stop_signal}")
+        raise Interrupted(_result(run_id, "interrupted", started, failures, scheduler, counts),
+                          scheduler.stop_signal)
     counts = store.run_counts(db, run_id)
-    if not failures:
+    if counts["pages_ok"] == counts["pages"]:
         status = "ok"
     elif counts["records"]:
         status = "partial"
     else:
         status = "failed"
     counts = store.finish_run(db, run_id, status)
+    return _result(run_id, status, started, failures, scheduler, counts)
+
+
+def _result(run_id: int, status: str, started: float, failures: list[tuple[str, str]],
+            scheduler: Scheduler, counts: dict[str, int]) -> CrawlResult:
     return CrawlResult(run_id=run_id, status=status, elapsed=time.monotonic() - started,
-                       failures=failures, blocked_sites=sorted(scheduler.given_up), **counts)
+                       failures=failures, blocked_sites=sorted(scheduler.given_up),
+                       blocked_pages=dict(scheduler.blocked_pages),
+                       pages_ok=counts["pages_ok"], pages_failed=counts["pages_failed"],
+                       pages_blocked=counts["pages_blocked"], records=counts["records"])
+
+
+@contextmanager
+def _stop_on_signals(scheduler: Scheduler):
+    """First SIGINT/SIGTERM: finish cleanly. A second SIGINT: stop at once.
+
+    Installed after the pool has started its workers; a worker forked later still
+    inherits it, so the handler lets only the main process keep running.
+    """
+    owner = os.getpid()
+
+    def on_signal(signum, frame):
+        if os.getpid() != owner:
+            os._exit(128 + signum)
+        if scheduler.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        scheduler.stop_signal = signum
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

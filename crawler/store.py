@@ -60,7 +60,7 @@ def _ensure_tables(db: sqlite_utils.Database) -> None:
     with db.atomic():
         db["runs"].create({
             "id": int, "started": str, "finished": str, "status": str, "config_path": str,
-            "config": str, "offline": int, "pages_ok": int, "pages_failed": int, "pages_blocked": int,
+            "config": str, "offline": int, "pages": int, "pages_ok": int, "pages_failed": int, "pages_blocked": int,
             "records": int, "message": str,
         }, pk="id", if_not_exists=True)
         db["records"].create(RECORD_COLUMNS, pk=RECORD_KEY, if_not_exists=True,
@@ -82,7 +82,7 @@ def start_run(db: sqlite_utils.Database, config_path: str, config_text: str, off
         return db["runs"].insert({
             "started": now(), "status": "running", "config_path": config_path,
             "config": config_text, "offline": int(offline),
-            "pages_ok": 0, "pages_failed": 0, "pages_blocked": 0, "records": 0,
+            "pages": 0, "pages_ok": 0, "pages_failed": 0, "pages_blocked": 0, "records": 0,
         }).last_pk
 
 
@@ -122,6 +122,35 @@ def run_counts(db: sqlite_utils.Database, run_id: int) -> dict[str, int]:
     by_outcome = dict(db.execute(
         "select outcome, count(*) from pages where run_id = ? group by outcome", [run_id]).fetchall())
     records = db.execute("select count(*) from records where run_id = ?", [run_id]).fetchone()[0]
-    return {"pages_ok": by_outcome.get("ok", 0), "pages_failed": by_outcome.get("error", 0),
+    return {"pages": sum(by_outcome.values()), "pages_ok": by_outcome.get("ok", 0), "pages_failed": by_outcome.get("error", 0),
             "pages_blocked": by_outcome.get("blocked", 0), "records": records}
 
+
+
+def reopen_run(db: sqlite_utils.Database, run: int | str) -> int:
+    """The run to resume: a given id, or "latest" for the newest interrupted one."""
+    if run == "latest":
+        row = db.execute("select id from runs where status = 'interrupted' order by id desc limit 1").fetchone()
+        if row is None:
+            raise StoreError("no interrupted run to resume in this database")
+        run_id = row[0]
+    else:
+        row = db.execute("select id, status from runs where id = ?", [run]).fetchone()
+        if row is None:
+            raise StoreError(f"no run {run} in this database")
+        if row[1] == "ok":
+            raise StoreError(f"run {run} is complete; nothing to resume")
+        run_id = row[0]
+    with db.atomic():
+        db["runs"].update(run_id, {"status": "running", "finished": None})
+    return run_id
+
+
+def pages_done(db: sqlite_utils.Database, run_id: int) -> set[str]:
+    return {url for (url,) in db.execute("select url from pages where run_id = ? and outcome = 'ok'", [run_id])}
+
+
+def pages_owed(db: sqlite_utils.Database, run_id: int) -> list[dict[str, str]]:
+    """Pages of a run noted but not stored: pending, retrying, failed or blocked."""
+    return [{"url": url, "site": site, "board": board} for url, site, board in db.execute(
+        "select url, site, board from pages where run_id = ? and outcome != 'ok' order by rowid", [run_id])]
