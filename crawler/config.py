@@ -37,6 +37,7 @@ class Config:
     request_timeout: float
     page_deadline: float
     max_attempts: int
+    retry_backoff: float
     delay_per_host: float
     max_in_flight_per_host: int
     max_page_bytes: int
@@ -52,6 +53,7 @@ _CRAWL_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "request_timeout": ((int, float), 10.0),
     "page_deadline": ((int, float), 60.0),
     "max_attempts": (int, 3),
+    "retry_backoff": ((int, float), 1.0),
     "delay_per_host": ((int, float), 1.0),
     "max_in_flight_per_host": (int, 2),
     "max_page_bytes": (int, 5_000_000),
@@ -133,8 +135,9 @@ def parse_config(text: str, path: str = "crawl.toml") -> Config:
     for key in ("request_timeout", "page_deadline"):
         if settings[key] <= 0:
             raise ConfigError(f"crawl.{key} must be more than 0, not {settings[key]}")
-    if settings["delay_per_host"] < 0:
-        raise ConfigError(f"crawl.delay_per_host cannot be negative, not {settings['delay_per_host']}")
+    for key in ("delay_per_host", "retry_backoff"):
+        if settings[key] < 0:
+            raise ConfigError(f"crawl.{key} cannot be negative, not {settings[key]}")
     if settings["start_method"] not in START_METHODS:
         raise ConfigError(f"crawl.start_method must be one of {', '.join(START_METHODS)}, not {settings['start_method']!r}")
     sites_raw = raw.get("sites", {})

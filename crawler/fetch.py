@@ -170,13 +170,13 @@ def _get(url: str, headers: dict[str, str], deadline: float, timeout: float) -> 
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise FetchError(url, "page deadline passed before the response started", retryable=True)
+    timeout = min(timeout, remaining)
     try:
-        return _session.get(url, headers=headers, stream=True, allow_redirects=False,
-                            timeout=min(timeout, remaining))
-    except requests.Timeout as exc:
-        raise FetchError(url, f"timed out: {exc}", retryable=True) from None
+        return _session.get(url, headers=headers, stream=True, allow_redirects=False, timeout=timeout)
+    except requests.Timeout:
+        raise FetchError(url, f"timed out: no answer within {timeout:g} s", retryable=True) from None
     except requests.RequestException as exc:
-        raise FetchError(url, f"connection failed: {exc}", retryable=True) from None
+        raise FetchError(url, f"connection failed ({_why(exc)})", retryable=True) from None
 
 
 def _read(url: str, response: requests.Response, deadline: float, cap: int) -> tuple[bytes, bool]:
@@ -193,8 +193,23 @@ def _read(url: str, response: requests.Response, deadline: float, cap: int) -> t
                 raise FetchError(url, f"body still arriving after the page deadline ({size} bytes read)",
                                  retryable=True)
     except requests.RequestException as exc:
-        raise FetchError(url, f"body cut short after {size} bytes: {exc}", retryable=True) from None
+        raise FetchError(url, f"body cut short after {size} bytes ({_why(exc)})", retryable=True) from None
     return b"".join(chunks), False
+
+
+def _why(exc: BaseException) -> str:
+    """The root cause of a requests error, without the layers of wrapping around it."""
+    seen = exc
+    while True:
+        inner = seen.__cause__ or seen.__context__ or next(
+            (a for a in getattr(seen, "args", ()) if isinstance(a, BaseException)), None)
+        if inner is None or inner is seen:
+            break
+        seen = inner
+    if isinstance(seen, OSError) and seen.strerror:
+        return seen.strerror.lower()
+    text = str(seen)
+    return text.split(": ", 1)[-1] if "Errno" in text or "object at 0x" in text else text
 
 
 def _result(url: str, final_url: str, response: requests.Response, body: bytes, started: float,

@@ -16,13 +16,14 @@ import os
 import queue
 import random
 import signal
+import sqlite3
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import sqlite_utils
@@ -82,10 +83,28 @@ def make_pool(config: Config, settings: WorkerSettings, workers: int):
     return context.Pool(workers, initializer=init_worker, initargs=(settings,))
 
 
+def shutdown_pool(pool: Any, timeout: float = 5.0) -> None:
+    """Stop a pool's workers, within a bound.
+
+    Pool.terminate() takes the task queue's lock first; if a killed worker died holding
+    it, terminate() waits forever. It runs in a daemon thread here, and when it has not
+    returned in time the workers are killed directly.
+    """
+    stopper = threading.Thread(target=pool.terminate, name="pool-terminate", daemon=True)
+    stopper.start()
+    stopper.join(timeout)
+    if stopper.is_alive():
+        for process in getattr(pool, "_pool", []):
+            if hasattr(process, "kill") and process.is_alive():
+                process.kill()
+
+
 class Scheduler:
-    def __init__(self, config: Config, db: sqlite_utils.Database, run_id: int, pool: Any,
+    def __init__(self, config: Config, db: sqlite_utils.Database, run_id: int, make_pool: Callable[[], Any],
                  offline: bool, workers: int, blocked_dir: Path) -> None:
-        self.config, self.db, self.run_id, self.pool = config, db, run_id, pool
+        self.config, self.db, self.run_id = config, db, run_id
+        self.make_pool = make_pool
+        self.pool = make_pool()
         self.blocked_dir = blocked_dir
         self.blocked_pages: dict[str, str] = {}
         self.max_in_flight = workers
@@ -261,16 +280,34 @@ class Scheduler:
         if retry_after is not None:
             wait = min(retry_after, MAX_BACKOFF)
         else:
-            wait = min(MAX_BACKOFF, 2 ** (task.attempt - 1)) * random.uniform(0.5, 1.5)
+            # Exponential, with jitter so that pages failed together are not retried together.
+            wait = min(MAX_BACKOFF, self.config.retry_backoff * 2 ** (task.attempt - 1)) * random.uniform(0.5, 1.5)
         self.add(task.site, task.board, task.url, task.attempt + 1, time.monotonic() + wait)
 
     def _reap_lost(self) -> None:
+        """Give up on tasks past their deadline, and on the pool they were lost in.
+
+        A worker killed mid-task never answers. Worse, a worker killed while idle may die
+        holding the pool's task-queue lock, after which no worker gets another task. So a
+        lost task means a fresh pool: the lost page is retried, the others are resubmitted.
+        """
         now = time.monotonic()
+        lost = [f for f in self.in_flight.values() if f.deadline <= now]
+        if not lost:
+            return
+        old, self.pool = self.pool, self.make_pool()
+        shutdown_pool(old)
+        for flight in lost:
+            self._handle(flight.task, PageOutcome(
+                flight.task, "error", retryable=True,
+                error="no answer from the worker before the page deadline (worker lost?)"))
         for url, flight in list(self.in_flight.items()):
-            if flight.deadline <= now:
-                self._handle(flight.task, PageOutcome(
-                    flight.task, "error", retryable=True,
-                    error="no answer from the worker before the page deadline (worker lost?)"))
+            self._release(url)
+            self.order += 1
+            heapq.heappush(self.waiting, (now, self.order, flight.task))
+
+    def close(self) -> None:
+        shutdown_pool(self.pool)
 
     def _release(self, url: str) -> None:
         flight = self.in_flight.pop(url)
@@ -307,29 +344,36 @@ def crawl(config: Config, db_path: str | None = None, offline: bool = False,
     does not have yet are fetched into it instead. On SIGINT or SIGTERM the crawl stops
     submitting, stores what is parsed, marks the run interrupted and raises Interrupted.
     """
+    path = db_path or config.database
+    try:
+        return _crawl(config, path, offline, workers or config.workers, resume)
+    except sqlite3.Error as exc:
+        raise store.database_error(path, exc) from None
+
+
+def _crawl(config: Config, db_path: str, offline: bool, workers: int, resume: int | str | None) -> CrawlResult:
     started = time.monotonic()
-    db = store.open_db(db_path or config.database)
+    db = store.open_db(db_path)
     if resume is None:
         run_id, done = store.start_run(db, config.path, config.text, offline), set()
     else:
         run_id = store.reopen_run(db, resume)
         done = store.pages_done(db, run_id)
-    workers = workers or config.workers
-    pool = make_pool(config, worker_settings(config, offline), workers)
-    blocked_dir = Path(db_path or config.database).resolve().parent
-    scheduler = Scheduler(config, db, run_id, pool, offline, workers, blocked_dir)
+    settings = worker_settings(config, offline)
+    blocked_dir = Path(db_path).resolve().parent
+    scheduler = Scheduler(config, db, run_id, partial(make_pool, config, settings, workers),
+                          offline, workers, blocked_dir)
     try:
         with _stop_on_signals(scheduler):
             scheduler.add_boards(skip=done)
             scheduler.add_owed(store.pages_owed(db, run_id))
             failures = scheduler.run()
     except KeyboardInterrupt:  # a second Ctrl-C: no more waiting, but the run is marked
-        pool.terminate()
+        scheduler.close()
         store.finish_run(db, run_id, "interrupted", "stopped at once by a second Ctrl-C")
         raise
     finally:
-        pool.terminate()
-        pool.join()
+        scheduler.close()
     if scheduler.stop_signal is not None:
         counts = store.finish_run(db, run_id, "interrupted", f"stopped by signal {scheduler.stop_signal}")
         raise Interrupted(_result(run_id, "interrupted", started, failures, scheduler, counts),

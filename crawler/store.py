@@ -36,6 +36,14 @@ class StoreError(Exception):
     """The database cannot be opened or written; the message says which and why."""
 
 
+def database_error(path: str | Path, exc: sqlite3.Error) -> StoreError:
+    """One line that says what went wrong with the database and what to do about it."""
+    if "locked" in str(exc) or "busy" in str(exc):
+        return StoreError(f"database {path} is locked by another program; close it (or let the other "
+                          f"crawl finish) and run again")
+    return StoreError(f"cannot use database {path}: {exc}")
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -51,8 +59,8 @@ def open_db(path: str | Path) -> sqlite_utils.Database:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         _ensure_tables(db)
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"cannot use database {path}: {exc}") from None
+    except sqlite3.Error as exc:
+        raise database_error(path, exc) from None
     return db
 
 
@@ -128,9 +136,13 @@ def run_counts(db: sqlite_utils.Database, run_id: int) -> dict[str, int]:
 
 
 def reopen_run(db: sqlite_utils.Database, run: int | str) -> int:
-    """The run to resume: a given id, or "latest" for the newest interrupted one."""
+    """The run to resume: a given id, or "latest" for the newest one that did not finish.
+
+    A run killed outright (kill -9, power loss) never marked itself, so it is still "running".
+    """
     if run == "latest":
-        row = db.execute("select id from runs where status = 'interrupted' order by id desc limit 1").fetchone()
+        row = db.execute("select id from runs where status in ('interrupted', 'running') "
+                         "order by id desc limit 1").fetchone()
         if row is None:
             raise StoreError("no interrupted run to resume in this database")
         run_id = row[0]

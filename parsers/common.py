@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
+from urllib.parse import parse_qs, urlsplit
+
+from bs4 import BeautifulSoup
 
 
 class NotABoardPage(Exception):
@@ -47,14 +50,12 @@ def clean(text: str | None) -> str | None:
 _PRIVATE_USE = re.compile("[\ue000-\uf8ff]")
 
 
-def soup_of(html: str) -> Any:
+def soup_of(html: str) -> BeautifulSoup:
     """Parse with lxml, which copes with the sites' conditional comments and CRLF."""
-    from bs4 import BeautifulSoup
-
     return BeautifulSoup(html, "lxml")
 
 
-def page_title(soup: Any) -> str | None:
+def page_title(soup: BeautifulSoup) -> str | None:
     """The page's <title>, cleaned (Douban wraps it in newlines)."""
     return clean(soup.title.get_text()) if soup.title else None
 
@@ -76,15 +77,13 @@ def to_float(text: str | None) -> float | None:
     return float(m.group().replace(",", "")) if m else None
 
 
-def pager_urls(hrefs: Any, page_url: str, param: str) -> list[str]:
+def pager_urls(hrefs: Iterable[str | None], page_url: str, param: str) -> list[str]:
     """Canonical `scheme://host/path?param=N` for every pager link that carries `param`.
 
     The value is read from the link's query string, so extra parameters (Maoyan pages
     saved with `?User-Agent=...&offset=10`, Douban's `&filter=`) are dropped. The
     scheme, host and path come from `page_url`, so a local mirror stays local.
     """
-    from urllib.parse import parse_qs, urlsplit
-
     base = urlsplit(page_url)
     prefix = f"{base.scheme}://{base.netloc}{base.path}"
     urls: list[str] = []

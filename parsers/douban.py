@@ -1,0 +1,106 @@
+"""Douban (豆瓣) /top250?start=N pages.
+
+Covers the 2017, 2019 and 2024/25 markups: the newest drops `div.star` and `span.inq`
+(the quote is `p.quote > span`), so nothing here is keyed on those classes alone.
+The text is full of `&nbsp;`; fields are split on the raw separators first and only
+then cleaned.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urljoin
+
+from .common import BoardPage, NotABoardPage, clean, page_title, pager_urls, soup_of, to_float, to_int
+
+_SUBJECT_ID = re.compile(r"/subject/(\d+)")
+_VOTES = re.compile(r"(\d[\d,]*)\s*人评价")
+_CREDIT = re.compile(r"(导演|主演)\s*[:：]\s*(.*)")
+
+
+def parse_board(html: str, url: str) -> BoardPage:
+    """Parse one Top 250 page; raise NotABoardPage for anything that is not one."""
+    soup = soup_of(html)
+    items = soup.select("div.item")
+    if not items:
+        raise NotABoardPage(f"no div.item entries on Douban page (title: {page_title(soup)!r})")
+    hrefs = [a.get("href") for a in soup.select("div.paginator a[href]")]
+    return BoardPage(
+        records=[_record(item, url) for item in items],
+        updated=None,
+        page_urls=pager_urls(hrefs, url, "start"),
+    )
+
+
+def _record(item: Any, page_url: str) -> dict[str, Any]:
+    """One `div.item` as a record dict; rank and title are mandatory."""
+    rank = to_int(_text(item.select_one("div.pic em") or item.find("em")))
+    titles = item.select("div.hd span.title") or item.select("span.title")
+    title = clean(titles[0].get_text()) if titles else None
+    if rank is None or not title or title.startswith("/"):  # "/ Original title" is never the main one
+        raise NotABoardPage(f"Douban entry without rank or title (rank={rank}, title={title!r})")
+    link = item.select_one("div.hd a[href]") or item.select_one("div.pic a[href]")
+    href = link.get("href") if link else None
+    subject = _SUBJECT_ID.search(href or "")
+    img = item.select_one("div.pic img")
+    others = [_strip_slash(t.get_text()) for t in titles[1:] + item.select("span.other")]
+    quote = item.select_one("p.quote span") or item.select_one("span.inq")
+    votes = item.find(string=_VOTES)
+    record: dict[str, Any] = {
+        "rank": rank,
+        "movie_id": subject.group(1) if subject else None,
+        "title": title,
+        "other_titles": " / ".join(o for o in others if o) or None,
+        "url": urljoin(page_url, href) if href else None,
+        "poster_url": img.get("src") if img else None,
+        "score": to_float(_text(item.select_one("span.rating_num"))),
+        "votes": to_int(_VOTES.search(votes).group(1)) if votes else None,
+        "quote": _text(quote),
+        "playable": item.select_one("span.playable") is not None,
+    }
+    record.update(_details(item.select_one("div.bd > p:not(.quote)")))
+    return record
+
+
+def _text(tag: Any) -> str | None:
+    return clean(tag.get_text()) if tag else None
+
+
+def _strip_slash(text: str) -> str | None:
+    """`&nbsp;/&nbsp;月黑高飞(港)  /  刺激1995(台)` -> `月黑高飞(港) / 刺激1995(台)`."""
+    return clean(re.sub(r"^\s*/", "", clean(text) or ""))
+
+
+def _details(p: Any) -> dict[str, Any]:
+    """The two lines of `div.bd > p`: credits before the <br>, year / countries / genres after."""
+    lines: list[str] = [""]
+    for node in (p.children if p else []):
+        if getattr(node, "name", None) == "br":
+            lines.append("")
+        else:
+            lines[-1] += node.get_text() if getattr(node, "name", None) else str(node)
+    credits_raw, rest = lines[0], " ".join(lines[1:])
+    directors = actors = None
+    # "导演: A / B&nbsp;&nbsp;&nbsp;主演: C / D..." -- the run of &nbsp; separates the two;
+    # a long director list may push the actors out entirely ("...&nbsp;&nbsp;&nbsp;主...").
+    for part in re.split(r"\xa0{2,}|\s(?=主演\s*[:：])", credits_raw):
+        m = _CREDIT.match(clean(part) or "")
+        if m and m.group(1) == "导演":
+            directors = clean(m.group(2))
+        elif m:
+            actors = clean(re.sub(r"[\s/]*(\.\.\.|…)?[\s/]*$", "", m.group(2)))
+    # "1994&nbsp;/&nbsp;美国&nbsp;/&nbsp;犯罪 剧情"; the year part may itself hold " / ".
+    parts = [clean(x) or "" for x in (clean(rest) or "").split("/")]
+    if len(parts) < 3:
+        parts += [""] * (3 - len(parts))
+    release = " / ".join(parts[:-2])
+    year = re.search(r"\d{4}", release)
+    return {
+        "credits": clean(credits_raw),
+        "directors": directors,
+        "actors": actors,
+        "year": int(year.group()) if year else None,
+        "release_date": release or None,
+        "countries": parts[-2] or None,
+        "genres": parts[-1] or None,
+    }

@@ -1,0 +1,142 @@
+"""Maoyan (猫眼电影) /board/<id> pages: TOP100, 热映口碑榜, 最受期待榜, 国内/北美票房榜.
+
+All boards share one `dl.board-wrapper > dd` entry layout; they differ only in the
+`div.movie-item-number` block (score, wish counts or box office). Numbers drawn with
+the per-request web font (private-use code points) are never decoded: the field is
+set to None and named in the record's `obfuscated` list.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urljoin
+
+from .common import (
+    BoardPage,
+    NotABoardPage,
+    clean,
+    is_obfuscated,
+    page_title,
+    pager_urls,
+    soup_of,
+    to_float,
+    to_int,
+)
+
+_VERIFY_TITLE = "猫眼验证中心"
+_FILM_ID = re.compile(r"/films/(\d+)")
+_FULL_DATE = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
+# "2000-05-12(法国戛纳)", "1992", "2019-03", full-width parentheses tolerated.
+_RELEASE = re.compile(r"^(?P<date>.*?)\s*(?:[(（](?P<region>[^)）]*)[)）])?$")
+# p class -> (value field, unit field or None, parse as int?)
+_NUMBERS = {
+    "realtime": ("realtime_box_office", "realtime_box_office_unit", False),
+    "total-boxoffice": ("total_box_office", "total_box_office_unit", False),
+    "month-wish": ("month_wish", None, True),
+    "total-wish": ("total_wish", None, True),
+}
+
+
+def parse_board(html: str, url: str) -> BoardPage:
+    """Parse one Maoyan board page; raise NotABoardPage for anything that is not one."""
+    soup = soup_of(html)
+    title = page_title(soup)
+    if (title and _VERIFY_TITLE in title) or "verify.maoyan.com" in url:
+        raise NotABoardPage(f"Maoyan verification page ({_VERIFY_TITLE})", blocked=True)
+    entries = soup.select("dl.board-wrapper > dd")
+    if not entries:
+        raise NotABoardPage(f"no board entries on Maoyan page (title: {title!r})")
+    update = soup.select_one("p.update-time")
+    updated = clean("".join(update.find_all(string=True, recursive=False))) if update else None
+    hrefs = [a.get("href") for a in soup.select("ul.list-pager a[href]")]
+    return BoardPage(
+        records=[_record(dd, url) for dd in entries],
+        updated=updated,
+        page_urls=pager_urls(hrefs, url, "offset"),
+    )
+
+
+def _record(dd: Any, page_url: str) -> dict[str, Any]:
+    """One `dd` entry as a record dict; rank and title are mandatory."""
+    rank = to_int(_text(dd.select_one("i.board-index")))
+    link = dd.select_one("p.name a") or dd.select_one("a.image-link")
+    title = (clean(link.get_text()) or clean(link.get("title"))) if link else None
+    if rank is None or not title:
+        raise NotABoardPage(f"Maoyan entry without rank or title (rank={rank}, title={title!r})")
+    href = link.get("href") or ""
+    film = _FILM_ID.search(href)
+    img = dd.select_one("img.board-img")
+    poster = (img.get("data-src") or img.get("src")) if img else None
+    if poster and poster.startswith("//"):
+        poster = "https:" + poster
+    record: dict[str, Any] = {
+        "rank": rank,
+        "movie_id": film.group(1) if film else None,
+        "title": title,
+        "url": urljoin(page_url, href) if href else None,
+        "poster_url": poster,
+        "actors": _actors(_text(dd.select_one("p.star"))),
+    }
+    record.update(_release(_text(dd.select_one("p.releasetime"))))
+    hidden: list[str] = []
+    record["score"] = _score(dd.select_one("p.score"), hidden)
+    for p in dd.select("div.movie-item-number p"):
+        for cls in p.get("class", []):
+            if cls in _NUMBERS:
+                record.update(_number(p, *_NUMBERS[cls], hidden))
+    record["obfuscated"] = hidden
+    return record
+
+
+def _text(tag: Any) -> str | None:
+    return clean(tag.get_text()) if tag else None
+
+
+def _after_label(text: str | None) -> str | None:
+    """Drop a leading label such as `主演：` / `上映时间:` (full- or half-width colon)."""
+    return clean(re.sub(r"^[^:：]*[:：]", "", text)) if text else None
+
+
+def _actors(text: str | None) -> str | None:
+    """`主演：比尔·努恩 ,克兰伦斯` -> `比尔·努恩,克兰伦斯`."""
+    names = [clean(n) for n in re.split(r"[,，]", _after_label(text) or "")]
+    return ",".join(n for n in names if n) or None
+
+
+def _release(text: str | None) -> dict[str, Any]:
+    """Split `上映时间：1994-09-10(加拿大)` into an ISO date (or the text given) and region."""
+    value = _after_label(text)
+    if not value:
+        return {"release_date": None, "release_region": None}
+    m = _RELEASE.match(value)
+    date, region = clean(m.group("date")), clean(m.group("region"))
+    full = _FULL_DATE.fullmatch(date or "")
+    if full:
+        date = "{}-{:02d}-{:02d}".format(*map(int, full.groups()))
+    return {"release_date": date, "release_region": region}
+
+
+def _score(p: Any, hidden: list[str]) -> float | None:
+    """`<i class="integer">9.</i><i class="fraction">5</i>` -> 9.5."""
+    text = "".join(p.stripped_strings) if p else ""
+    if is_obfuscated(text):
+        hidden.append("score")
+        return None
+    return to_float(text)
+
+
+def _number(p: Any, field: str, unit_field: str | None, as_int: bool, hidden: list[str]) -> dict[str, Any]:
+    """`实时票房: <span><span class="stonefont">…</span></span>万` -> value and unit.
+
+    The unit is whatever follows the number (万, 亿, 人); it is kept even when the
+    digits themselves are hidden by the font.
+    """
+    text = _after_label(p.get_text()) or ""
+    m = re.fullmatch(r"([\d,.\ue000-\uf8ff]*)\s*(.*)", text)
+    number, unit = m.group(1), (clean(m.group(2)) if m.group(1) else None)
+    if is_obfuscated(text):
+        hidden.append(field)
+        value = None
+    else:
+        value = to_int(number) if as_int else to_float(number)
+    return {field: value, unit_field: unit} if unit_field else {field: value}

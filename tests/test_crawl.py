@@ -1,0 +1,118 @@
+"""End to end: the real CLI in a subprocess, a real Pool, a real SQLite file."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import REPO, config, fixture_pages, rows, run_cli, send, write_config
+
+EXPECTED_ROWS = {("maoyan", "top100"): 100, ("maoyan", "hot"): 10, ("maoyan", "most-wanted"): 30,
+                 ("maoyan", "cn-box-office"): 10, ("maoyan", "na-box-office"): 10, ("douban", "top250"): 250}
+PAGES = 26
+
+
+def board_counts(db, run_id):
+    return {(r["site"], r["board"]): r["n"] for r in rows(
+        db, "select site, board, count(*) n from records where run_id = ? group by site, board", run_id)}
+
+
+def config_with_start_method(tmp_path, method):
+    text = (REPO / "crawl.toml").read_text(encoding="utf-8")
+    return write_config(tmp_path / "crawl.toml", text.replace('start_method = "default"', f'start_method = "{method}"'))
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_offline_crawl_stores_every_board_under_every_start_method(tmp_path, method):
+    config = config_with_start_method(tmp_path, method)
+    db = tmp_path / "movies.db"
+    result = run_cli(str(config), "--offline", "--db", str(db), "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert board_counts(db, 1) == EXPECTED_ROWS
+    assert "run 1 ok: 26 pages ok, 0 failed, 0 blocked; 410 records stored" in result.stderr
+    ranks = [r["rank"] for r in rows(db, "select rank from records where board = 'top250' order by rank")]
+    assert ranks == list(range(1, 251))
+    ranks = [r["rank"] for r in rows(db, "select rank from records where board = 'top100' order by rank")]
+    assert ranks == list(range(1, 101))
+    [run] = rows(db, "select * from runs")
+    assert run["status"] == "ok" and run["pages_ok"] == PAGES and run["records"] == 410
+    assert run["started"] <= run["finished"] and run["config"] == config.read_text(encoding="utf-8")
+    pages = rows(db, "select outcome, attempts, status from pages")
+    assert len(pages) == PAGES and all(p == {"outcome": "ok", "attempts": 1, "status": 200} for p in pages)
+
+
+def test_two_runs_are_kept_and_hold_the_same_records(tmp_path):
+    db = tmp_path / "movies.db"
+    for _ in range(2):
+        assert run_cli("crawl.toml", "--offline", "--db", str(db)).returncode == 0
+    assert [r["id"] for r in rows(db, "select id from runs order by id")] == [1, 2]
+    assert board_counts(db, 1) == board_counts(db, 2) == EXPECTED_ROWS
+    columns = "site, board, rank, movie_id, title, score, release_date, votes, month_wish, obfuscated"
+    first = rows(db, f"select {columns} from records where run_id = 1 order by site, board, rank")
+    second = rows(db, f"select {columns} from records where run_id = 2 order by site, board, rank")
+    assert first == second
+    movies = rows(db, "select count(*) n from movies")[0]["n"]
+    assert movies == len({(r["site"], r["movie_id"]) for r in first})
+
+
+def test_records_hold_the_parsed_values(tmp_path):
+    db = tmp_path / "movies.db"
+    assert run_cli("crawl.toml", "--offline", "--db", str(db)).returncode == 0
+    top = rows(db, "select * from records where board = 'top100' order by rank")
+    assert all(r["title"] and r["movie_id"] and r["url"].startswith("https://www.maoyan.com/films/") for r in top)
+    assert all(isinstance(r["score"], float) and 0 < r["score"] <= 10 for r in top)
+    douban = rows(db, "select * from records where board = 'top250' order by rank")
+    assert douban[0]["title"] == "肖申克的救赎" and douban[0]["year"] == 1994
+    assert all(r["votes"] > 0 and r["url"].startswith("https://movie.douban.com/subject/") for r in douban)
+    wanted = rows(db, "select * from records where board = 'most-wanted'")
+    hidden = [r for r in wanted if r["obfuscated"]]
+    assert hidden and all(r["month_wish"] is None and "month_wish" in r["obfuscated"] for r in hidden)
+    assert any(r["total_wish"] for r in wanted if not r["obfuscated"])
+
+
+def test_live_path_against_a_local_server_stores_what_it_can_and_names_the_rest(tmp_path, server):
+    server.serve_fixtures("maoyan")
+    del server.routes["/board/4?offset=30"]  # this page now answers 404
+    cfg = config(tmp_path, server, maoyan=("top100", "hot", "most-wanted", "cn-box-office", "na-box-office"))
+    db = tmp_path / "movies.db"
+    result = run_cli(str(cfg), "--db", str(db))
+    assert result.returncode == 1, result.stderr
+    assert f"not stored: {server.url}/board/4?offset=30: HTTP 404" in result.stderr
+    counts = board_counts(db, 1)
+    assert counts[("maoyan", "top100")] == 90 and counts[("maoyan", "most-wanted")] == 30
+    assert rows(db, "select status from runs")[0]["status"] == "partial"
+    [page] = rows(db, "select * from pages where outcome != 'ok'")
+    assert page["status"] == 404 and page["error"] == "HTTP 404" and page["attempts"] == 1
+    assert server.count("/board/4?offset=30") == 1  # a 404 is not retried
+
+
+def test_a_503_is_retried_and_the_page_stored(tmp_path, server):
+    pages = fixture_pages("maoyan")
+    answers = [(503, {"Retry-After": "0"}, b"busy")]
+
+    def flaky(handler):
+        status, headers, body = answers.pop(0) if answers else pages["/board/7"]
+        send(handler, status, body, headers)
+
+    server.routes["/board/7"] = flaky
+    db = tmp_path / "m.db"
+    result = run_cli(str(config(tmp_path, server, maoyan=("hot",))), "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    [page] = rows(db, "select * from pages")
+    assert page["outcome"] == "ok" and page["attempts"] == 2
+    assert board_counts(db, 1) == {("maoyan", "hot"): 10}
+
+
+def test_a_database_that_cannot_be_written_is_one_line_and_exit_2(tmp_path):
+    result = run_cli("crawl.toml", "--offline", "--db", str(tmp_path / "no" / "such" / "m.db"))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "folder" in result.stderr and "does not exist" in result.stderr
+    result = run_cli("crawl.toml", "--offline", "--db", str(tmp_path))  # a folder, not a file
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.skipif(shutil.which("crawler") is None, reason="the console script is not installed")
+def test_console_script_does_the_same_as_python_m(tmp_path):
+    result = subprocess.run(["crawler", "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and "usage: crawler" in result.stdout and "--offline" in result.stdout
