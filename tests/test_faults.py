@@ -32,6 +32,14 @@ def _answer(handler, answers, final):
     send(handler, status, body, headers)
 
 
+def pages_stored(db) -> int:
+    """Pages stored so far by a crawl that may not have created its tables yet."""
+    try:
+        return rows(db, "select count(*) n from pages where outcome = 'ok'")[0]["n"]
+    except sqlite3.OperationalError:
+        return 0
+
+
 def count_records(db, run_id=1):
     return rows(db, "select count(*) n from records where run_id = ?", run_id)[0]["n"]
 
@@ -195,7 +203,7 @@ def test_interrupt_keeps_what_was_stored_and_resume_completes_it(tmp_path, serve
     db = tmp_path / "m.db"
     crawl = start_cli(str(cfg), "--db", str(db))
     try:
-        wait_for(lambda: db.exists() and rows(db, "select count(*) n from pages where outcome = 'ok'")[0]["n"] >= 3,
+        wait_for(lambda: pages_stored(db) >= 3,
                  what="three pages stored")
         crawl.send_signal(signum)
         out, err = crawl.communicate(timeout=20)
@@ -225,7 +233,7 @@ def test_kill_9_leaves_a_sound_database_that_resumes(tmp_path, server):
     db = tmp_path / "m.db"
     crawl = start_cli(str(cfg), "--db", str(db))
     try:
-        wait_for(lambda: db.exists() and rows(db, "select count(*) n from pages where outcome = 'ok'")[0]["n"] >= 2,
+        wait_for(lambda: pages_stored(db) >= 2,
                  what="two pages stored")
         crawl.kill()
         crawl.wait(timeout=10)
