@@ -23,6 +23,8 @@ BLOCK_HOSTS = ("verify.maoyan.com", "sec.douban.com")
 # Statuses with which a site refuses a crawler outright.
 BLOCK_STATUS = {403, 418}
 
+CUT_SHORT = "page cut short (no closing </html>)"
+_ENDS = re.compile(r"</html\s*>", re.I)
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-]+)""", re.I)
 _HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9_\-]+)", re.I)
 # Declared names of the Chinese encodings all decode correctly as their superset.
@@ -93,15 +95,23 @@ def _classify(outcome: PageOutcome, result: FetchResult, parse: Callable[[str, s
     if html is None:
         outcome.error = problem
         return
+    # A page cut short still parses, into fewer records than the board has.
+    complete = bool(_ENDS.search(html[-4096:]))
     try:
         page = parse(html, result.final_url)
     except NotABoardPage as exc:
-        outcome.error = f"not a board page: {exc.reason}"
         if exc.blocked:
-            outcome.outcome, outcome.html = "blocked", html
+            outcome.outcome, outcome.html, outcome.error = "blocked", html, f"not a board page: {exc.reason}"
+        elif complete:
+            outcome.error = f"not a board page: {exc.reason}"
+        else:
+            outcome.error, outcome.retryable = CUT_SHORT, True
         return
     if not isinstance(page, BoardPage) or not page.records:
         raise ValueError(f"parser returned {page!r:.80} instead of a BoardPage with records")
+    if not complete:
+        outcome.error, outcome.retryable = CUT_SHORT, True
+        return
     for record in page.records:
         if not isinstance(record.get("rank"), int) or not record.get("title"):
             raise ValueError(f"record without a rank or title: {record!r:.120}")
@@ -120,11 +130,12 @@ def decode(body: bytes, content_type: str | None) -> tuple[str | None, str | Non
         return None, "empty body"
     try:
         return body.decode("utf-8-sig"), None
-    except UnicodeDecodeError:
-        pass
+    except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data":  # cut inside the last character
+            return body[:exc.start].decode("utf-8-sig"), None
     declared = [m.group(1) for m in (_HEADER_CHARSET.search(content_type or ""),) if m]
     declared += [m.group(1).decode("ascii") for m in (_META_CHARSET.search(body[:4096]),) if m]
-    tried = []
+    tried = ["utf-8"]
     for name in [*declared, "gb18030"]:
         try:
             codec = codecs.lookup(_SUPERSETS.get(name.lower(), name)).name
@@ -137,7 +148,7 @@ def decode(body: bytes, content_type: str | None) -> tuple[str | None, str | Non
             return body.decode(codec), None
         except UnicodeDecodeError:
             continue
-    return None, f"cannot decode the page (tried utf-8, {', '.join(tried)})"
+    return None, f"cannot decode the page (tried {', '.join(tried)})"
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -328,3 +328,65 @@ def test_a_flaky_server_still_yields_every_record(tmp_path, server):
     assert count_records(db) == 410
     retried = rows(db, "select count(*) n from pages where attempts > 1")[0]["n"]
     assert retried >= 3 and len(server.requests) > 26
+
+
+@pytest.mark.parametrize("failure", ["raises", "rubbish"])
+def test_a_parser_failing_on_one_page_costs_that_page_only(tmp_path, server, monkeypatch, failure):
+    """In-process crawl with the real Pool: parsers run in this process's callbacks."""
+    from crawler import sites
+    from crawler.config import load_config
+    from crawler.scheduler import crawl
+
+    server.serve_fixtures("maoyan")
+    real = sites.SITES["maoyan"].parse
+
+    def fragile(html, url):
+        if url.endswith("offset=50"):
+            if failure == "raises":
+                raise IndexError("list index out of range")
+            return {"not": "a board page"}
+        return real(html, url)
+
+    monkeypatch.setitem(sites.SITES, "maoyan", sites.Site("maoyan", server.url, fragile,
+                                                          sites.SITES["maoyan"].boards))
+    started = time.monotonic()
+    result = crawl(load_config(config(tmp_path, server)), db_path=str(tmp_path / "m.db"), workers=2)
+    assert time.monotonic() - started < 30
+    assert result.status == "partial" and result.pages_ok == 9 and result.records == 90
+    [(url, error)] = result.failures
+    assert url == f"{server.url}/board/4?offset=50"
+    expected = "parser failed: IndexError" if failure == "raises" else "instead of a BoardPage"
+    assert expected in error
+
+
+def test_a_page_cut_short_is_retried_then_reported(tmp_path, server):
+    status, headers, body = fixture_pages("maoyan")["/board/7"]
+    server.routes["/board/7"] = (200, headers, body[: len(body) * 2 // 3])
+    db = tmp_path / "m.db"
+    result = run_cli(str(config(tmp_path, server, maoyan=("hot",), max_attempts=2)), "--db", str(db))
+    assert result.returncode == 1
+    assert "page cut short (no closing </html>)" in result.stderr
+    assert server.count("/board/7") == 2 and count_records(db) == 0
+
+
+def test_a_second_ctrl_c_stops_at_once_and_the_database_stays_sound(tmp_path, server):
+    for path, route in fixture_pages("maoyan").items():
+        server.routes[path] = slow(route, 0.3)
+    cfg = config(tmp_path, server, maoyan=("top100", "most-wanted"), workers=2)
+    db = tmp_path / "m.db"
+    crawl = start_cli(str(cfg), "--db", str(db))
+    try:
+        wait_for(lambda: pages_stored(db) >= 2, what="two pages stored")
+        crawl.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        crawl.send_signal(signal.SIGINT)
+        out, err = crawl.communicate(timeout=20)
+    finally:
+        crawl.kill()
+    assert crawl.returncode == 130, err
+    assert "Traceback" not in err
+    conn = sqlite3.connect(db)
+    assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
+    conn.close()
+    assert run_cli(str(cfg), "--db", str(db), "--resume").returncode == 0
+    assert rows(db, "select status, records from runs") == [{"status": "ok", "records": 130}]

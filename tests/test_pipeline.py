@@ -83,3 +83,14 @@ def test_an_oversized_page_is_not_parsed():
     result.truncated = True
     outcome = process(TASK, result, maoyan.parse_board)
     assert outcome.outcome == "error" and "larger than max_page_bytes" in outcome.error
+
+
+def test_a_board_page_cut_short_is_retried_not_stored_short():
+    from tests.conftest import fixture_pages
+
+    body = fixture_pages("maoyan")["/board/7"][2]
+    whole = process(TASK, _result(body=body), maoyan.parse_board)
+    assert whole.outcome == "ok" and len(whole.records) == 10
+    cut = process(TASK, _result(body=body[: len(body) // 2]), maoyan.parse_board)
+    assert cut.outcome == "error" and cut.retryable and cut.records == []
+    assert cut.error == "page cut short (no closing </html>)"
