@@ -3,22 +3,47 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any, Callable
 
+from . import output, query
 from .config import ConfigError, load_config
+from .progress import Progress
 from .scheduler import CrawlResult, Interrupted, crawl
 from .store import StoreError
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1  # some pages were not stored
-EXIT_USAGE = 2  # bad arguments, config or database path
+EXIT_USAGE = 2  # bad arguments, config or database
 EXIT_BLOCKED = 3  # a site refused the crawler
 EXIT_SIGINT = 130  # stopped with Ctrl-C (128 + the signal's number, as shells report it)
 SHOWN_FAILURES = 10
+DEFAULT_CONFIG = "crawl.toml"
+
+COMMANDS_HELP = """commands that read the database (each takes --db PATH and --help):
+  runs                      the runs, newest first
+  stats [RUN]               a run's stats (default: the latest)
+  top BOARD                 a board as it stood in a run
+  history TITLE_OR_ID       rank and score of one movie across runs (--plot FILE.png)
+  diff [BOARD]              what entered, left, moved or changed score between two runs
+  search TEXT               movies by title, other titles or actors
+  export --format FMT       every record of a run as csv, json or jsonl
+  compare                   Maoyan TOP100 against Douban Top 250
+  reparse [RUN]             re-run today's parsers over a run's stored pages
+
+examples:
+  crawler crawl.toml --offline
+  crawler top top100 --limit 10
+  crawler history 霸王别姬 --plot bawang.png"""
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage + message
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class UsageError(Exception):
+    """Bad input to a command that argparse could not see (a file that cannot be written)."""
 
 
 def _positive(text: str) -> int:
@@ -31,30 +56,44 @@ def _positive(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _run_id(text: str) -> int | str:
+    if text == "latest":
+        return text
+    return _positive(text)
+
+
+# -- crawling ------------------------------------------------------------------------------
+
+def crawl_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="crawler",
         description="Crawl ranked movie boards (Maoyan, Douban) into SQLite; every run is kept.",
-        epilog="example: crawler crawl.toml --offline --db /tmp/movies.db",
+        epilog=COMMANDS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("config", help="the crawl's TOML config, e.g. crawl.toml")
     parser.add_argument("--db", metavar="PATH", help="SQLite database to write (default: 'database' in the config)")
     parser.add_argument("--offline", action="store_true",
                         help="serve every page from the bundled fixtures/ instead of the sites (no network)")
+    parser.add_argument("--fixtures", metavar="DIR",
+                        help="serve every page from this fixture folder (implies --offline), e.g. one made by --record")
+    parser.add_argument("--record", metavar="DIR",
+                        help="also write every page fetched into DIR in the fixtures format, to replay offline")
     parser.add_argument("--workers", type=_positive, metavar="N",
                         help="download processes (default: crawl.workers in the config)")
-    parser.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
-                        help="complete an interrupted run, fetching only the pages it lacks "
-                             "(default: the latest interrupted run)")
+    parser.add_argument("--resume", nargs="?", const="latest", type=_run_id, metavar="RUN_ID",
+                        help="complete an unfinished run, fetching only the pages it lacks (default: the latest)")
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
+    noise.add_argument("-v", "--verbose", action="store_true", help="a line for every page")
     return parser
 
 
-def _run_id(text: str | None) -> int | str | None:
-    if text is None or text == "latest":
-        return text
-    if not text.isdigit():
-        raise ValueError(f"--resume takes a run id (a whole number), not {text!r}")
-    return int(text)
+def stats_rows(stats: dict[str, Any]) -> list[dict[str, Any]]:
+    """One run's stats as a one-row table, shared by the crawl's summary and `stats`."""
+    return [{"run": stats.get("id") or stats.get("run_id"), "status": stats["status"],
+             "pages ok": stats["pages_ok"], "retried": stats["pages_retried"], "failed": stats["pages_failed"],
+             "blocked": stats["pages_blocked"], "records": stats["records"], "new entries": stats["new_entries"],
+             "elapsed s": stats["elapsed"], "pages/s": stats["pages_per_second"]}]
 
 
 def summary(result: CrawlResult, db_path: str) -> str:
@@ -62,6 +101,7 @@ def summary(result: CrawlResult, db_path: str) -> str:
         f"run {result.run_id} {result.status}: {result.pages_ok} pages ok, {result.pages_failed} failed, "
         f"{result.pages_blocked} blocked; {result.records} records stored in {db_path} "
         f"in {result.elapsed:.1f} s",
+        output.table(stats_rows({**vars(result), "elapsed": round(result.elapsed, 1)})),
     ]
     for url, error in result.failures[:SHOWN_FAILURES]:
         lines.append(f"  not stored: {url}: {error}")
@@ -75,18 +115,15 @@ def summary(result: CrawlResult, db_path: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        resume = _run_id(args.resume)
-    except ValueError as exc:
-        parser.error(str(exc))
+def run_crawl(argv: list[str]) -> int:
+    args = crawl_parser().parse_args(argv)
     try:
         config = load_config(args.config)
         db_path = args.db or config.database
-        result = crawl(config, db_path=db_path, offline=args.offline, workers=args.workers, resume=resume)
-    except (ConfigError, StoreError) as exc:
+        result = crawl(config, db_path=db_path, offline=args.offline, fixtures=args.fixtures,
+                       workers=args.workers, resume=args.resume, record=args.record,
+                       progress=Progress(quiet=args.quiet, verbose=args.verbose))
+    except (ConfigError, StoreError, OSError) as exc:
         print(f"crawler: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Interrupted as stop:
@@ -102,3 +139,161 @@ def main(argv: list[str] | None = None) -> int:
     if result.blocked_sites:
         return EXIT_BLOCKED
     return EXIT_OK if result.status == "ok" else EXIT_INCOMPLETE
+
+
+# -- reading the database ------------------------------------------------------------------
+
+def _default_db() -> str:
+    """The database named in ./crawl.toml, as the crawl would use it; else movies.db."""
+    if Path(DEFAULT_CONFIG).exists():
+        return load_config(DEFAULT_CONFIG).database
+    return "movies.db"
+
+
+def _open(path: str):
+    from .store import open_db
+
+    if not Path(path).is_file():
+        raise StoreError(f"no database at {path}: crawl first (python -m crawler crawl.toml) or pass --db PATH")
+    return open_db(path)
+
+
+def _print(rows: list[dict[str, Any]], fmt: str, out: str | None = None) -> None:
+    text = output.render(rows, fmt) if rows else ("" if fmt != "json" else "[]")
+    if out:
+        try:
+            Path(out).write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
+    elif text:
+        print(text)
+
+
+def _cmd_runs(db, args) -> None:
+    _print(query.runs(db), args.format)
+
+
+def _cmd_stats(db, args) -> None:
+    _print(stats_rows(query.run_stats(db, args.run)), args.format)
+
+
+def _cmd_top(db, args) -> None:
+    _print(query.top(db, args.board, args.run, args.limit), args.format)
+
+
+def _cmd_history(db, args) -> None:
+    rows = query.history(db, args.movie, args.board)
+    if args.plot:
+        from .plot import plot_history
+
+        try:
+            plot_history(rows, args.plot)
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.plot}: {exc.strerror or exc}") from None
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    _print(rows, args.format)
+
+
+def _cmd_diff(db, args) -> None:
+    rows = query.diff(db, args.board, args.from_run, args.to_run)
+    if not rows and args.format == "table":
+        print("no changes", file=sys.stderr)
+    _print(rows, args.format)
+
+
+def _cmd_search(db, args) -> None:
+    _print(query.search(db, args.text), args.format)
+
+
+def _cmd_export(db, args) -> None:
+    rows = query.export_rows(db, args.run)
+    _print(rows, args.format, args.out)
+    if args.out:
+        print(f"{len(rows)} records written to {args.out}", file=sys.stderr)
+
+
+def _cmd_compare(db, args) -> None:
+    rows = query.compare(db)
+    _print(rows, args.format)
+    if args.format == "table":
+        print(f"{len(rows)} films on both boards", file=sys.stderr)
+
+
+def _cmd_reparse(db, args) -> None:
+    from .reparse import reparse
+
+    result = reparse(db, query.resolve_run(db, args.run))
+    print(f"run {result.run_id}: {result.pages} stored pages parsed again, {result.pages_ok} ok; "
+          f"records {result.records_before} -> {result.records_after}")
+
+
+def command_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
+    parser = _Parser(prog="crawler", description="Read the crawler's database.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    handlers: dict[str, Callable] = {}
+
+    def command(name: str, handler: Callable, help: str, example: str, formats=output.FORMATS):
+        sub = commands.add_parser(name, help=help, description=help, epilog=f"example: {example}")
+        sub.add_argument("--db", metavar="PATH", default=None,
+                         help="the database (default: the one named in ./crawl.toml, else movies.db)")
+        if formats:
+            sub.add_argument("--format", choices=formats, default=formats[0],
+                             help=f"output format (default: {formats[0]})")
+        handlers[name] = handler
+        return sub
+
+    command("runs", _cmd_runs, "List the runs, newest first, with status and counts.", "crawler runs")
+    sub = command("stats", _cmd_stats, "Print a run's stats: pages ok/retried/failed/blocked, records, "
+                  "new entries, elapsed, pages/s.", "crawler stats 3")
+    sub.add_argument("run", nargs="?", type=_positive, help="run id (default: the latest)")
+    sub = command("top", _cmd_top, "Show a board as it stood in a run.", "crawler top top250 --limit 10")
+    sub.add_argument("board", help=f"one of: {', '.join(query.BOARD_SITES)}")
+    sub.add_argument("--run", type=_positive, help="run id (default: the latest run with this board)")
+    sub.add_argument("--limit", type=_positive, metavar="N", help="only the first N ranks")
+    sub = command("history", _cmd_history, "Show one movie's rank and score in every run.",
+                  "crawler history 霸王别姬 --board top100 --plot bawang.png")
+    sub.add_argument("movie", metavar="TITLE_OR_MOVIE_ID", help="exact title, or the site's movie id")
+    sub.add_argument("--board", help="only this board")
+    sub.add_argument("--plot", metavar="FILE.png", help="also draw rank over time (rank 1 at the top), a line per board")
+    sub = command("diff", _cmd_diff, "What entered, left, moved up or down, or changed score between two runs.",
+                  "crawler diff top100 --from 1 --to 3")
+    sub.add_argument("board", nargs="?", help="only this board (default: every board both runs have)")
+    sub.add_argument("--from", dest="from_run", type=_positive, metavar="RUN", help="older run (default: the one before --to)")
+    sub.add_argument("--to", dest="to_run", type=_positive, metavar="RUN", help="newer run (default: the latest)")
+    sub = command("search", _cmd_search, "Find movies by title, other titles or actors (full-text).",
+                  "crawler search 张国荣")
+    sub.add_argument("text", help="words to look for (three characters or more use the full-text index)")
+    sub = command("export", _cmd_export, "Write every record of a run as csv, json or jsonl.",
+                  "crawler export --format csv --out run3.csv --run 3", formats=("csv", "json", "jsonl"))
+    sub.add_argument("--run", type=_positive, help="run id (default: the latest)")
+    sub.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
+    command("compare", _cmd_compare, "Maoyan TOP100 against Douban Top 250, joined on title and year: "
+            "films on both and how their ranks differ.", "crawler compare --format csv")
+    sub = command("reparse", _cmd_reparse, "Re-run today's parsers over a run's stored pages and replace "
+                  "its records; no site is asked.", "crawler reparse 3", formats=())
+    sub.add_argument("run", nargs="?", type=_positive, help="run id (default: the latest)")
+    return parser, handlers
+
+
+def run_command(argv: list[str]) -> int:
+    parser, handlers = command_parser()
+    args = parser.parse_args(argv)
+    try:
+        db = _open(args.db or _default_db())
+        handlers[args.command](db, args)
+    except (query.QueryError, StoreError, ConfigError, UsageError) as exc:
+        print(f"crawler {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # `crawler export ... | head`
+        sys.stderr.close()
+    return EXIT_OK
+
+
+COMMANDS = ("runs", "stats", "top", "history", "diff", "search", "export", "compare", "reparse")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        return run_command(argv)
+    return run_crawl(argv)

@@ -47,8 +47,11 @@ class PageOutcome:
     final_url: str | None = None
     bytes: int = 0
     elapsed: float = 0.0
-    # The page as received, kept only when the user should look at it (a block).
+    # The page as decoded, kept only when the user should look at it (a block).
     html: str | None = None
+    # The response body and headers as received, for the page_html table and --record.
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def failed(task: FetchTask, error: BaseException) -> PageOutcome:
@@ -60,7 +63,8 @@ def failed(task: FetchTask, error: BaseException) -> PageOutcome:
 
 def process(task: FetchTask, result: FetchResult, parse: Callable[[str, str], BoardPage]) -> PageOutcome:
     outcome = PageOutcome(task, "error", status=result.status, final_url=result.final_url,
-                          bytes=len(result.body), elapsed=result.elapsed)
+                          bytes=len(result.body), elapsed=result.elapsed, body=result.body,
+                          headers=result.headers)
     try:
         _classify(outcome, result, parse)
     except Exception as exc:  # a parser bug must cost one page, never the crawl
@@ -115,6 +119,8 @@ def _classify(outcome: PageOutcome, result: FetchResult, parse: Callable[[str, s
     for record in page.records:
         if not isinstance(record.get("rank"), int) or not record.get("title"):
             raise ValueError(f"record without a rank or title: {record!r:.120}")
+    for record in page.records:
+        record.setdefault("updated", page.updated)
     outcome.outcome, outcome.records = "ok", page.records
     outcome.updated, outcome.page_urls = page.updated, page.page_urls
 

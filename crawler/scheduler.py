@@ -29,10 +29,12 @@ from urllib.parse import urlsplit
 import sqlite_utils
 
 from . import pipeline, store
-from .config import Config
+from .config import Config, ConfigError
 from .fetch import FetchTask, SiteHTTP, WorkerSettings, fetch, init_worker
 from .offline import FIXTURES
 from .pipeline import PageOutcome
+from .progress import Progress
+from .record import Recorder
 from .sites import SITES
 
 # After this many blocked pages from one site, stop asking it: more requests only
@@ -53,6 +55,9 @@ class CrawlResult:
     pages_blocked: int
     records: int
     elapsed: float
+    pages_retried: int = 0
+    new_entries: int = 0
+    pages_per_second: float | None = None
     failures: list[tuple[str, str]] = field(default_factory=list)
     blocked_sites: list[str] = field(default_factory=list)
     # site -> file holding the first page that site blocked us with, for the user to read
@@ -66,14 +71,15 @@ class _InFlight:
     deadline: float
 
 
-def worker_settings(config: Config, offline: bool) -> WorkerSettings:
+def worker_settings(config: Config, fixtures: str | None) -> WorkerSettings:
+    """What each worker needs; `fixtures` is the folder an offline crawl is served from."""
     return WorkerSettings(
         user_agent=config.user_agent,
         request_timeout=config.request_timeout,
         page_deadline=config.page_deadline,
         max_page_bytes=config.max_page_bytes,
         sites={s.name: SiteHTTP(s.base_url, dict(s.headers), dict(s.cookies)) for s in config.sites},
-        offline_fixtures=str(FIXTURES) if offline else None,
+        offline_fixtures=fixtures,
     )
 
 
@@ -101,11 +107,14 @@ def shutdown_pool(pool: Any, timeout: float = 5.0) -> None:
 
 class Scheduler:
     def __init__(self, config: Config, db: sqlite_utils.Database, run_id: int, make_pool: Callable[[], Any],
-                 offline: bool, workers: int, blocked_dir: Path) -> None:
+                 offline: bool, workers: int, blocked_dir: Path, progress: Progress | None = None,
+                 recorder: Recorder | None = None) -> None:
         self.config, self.db, self.run_id = config, db, run_id
         self.make_pool = make_pool
         self.pool = make_pool()
         self.blocked_dir = blocked_dir
+        self.progress = progress or Progress(quiet=True)
+        self.recorder = recorder
         self.blocked_pages: dict[str, str] = {}
         self.max_in_flight = workers
         # Offline nothing is asked of the sites, so there is nothing to be polite about.
@@ -147,11 +156,14 @@ class Scheduler:
 
     def add_owed(self, pages: list[dict[str, str]]) -> None:
         """Pages a resumed run noted but never stored (pending, retrying, failed)."""
-        for page in pages:
+        owed = [p for p in pages if p["url"] not in self.known]
+        for page in owed:
             self.add(page["site"], page["board"], page["url"])
+        self.progress.add_pages(len(owed))
 
     def _mark_pending(self, pages: list[dict[str, str]]) -> None:
         """Note pages before fetching them, so an interrupted run knows what it still owes."""
+        self.progress.add_pages(len(pages))
         if pages:
             with self.db.atomic():
                 self.db["pages"].insert_all(
@@ -246,8 +258,6 @@ class Scheduler:
             return  # the answer to an attempt already given up as lost
         self._release(task.url)
         if outcome.outcome == "ok":
-            for record in outcome.records:
-                record.setdefault("updated", outcome.updated)
             self._save(task, outcome)
             if SITES[task.site].boards[task.board].follow_pager:
                 new = [u for u in outcome.page_urls if u not in self.known]
@@ -319,12 +329,19 @@ class Scheduler:
         self.failures.append((task.url, outcome.error))
 
     def _save(self, task: FetchTask, outcome: PageOutcome, final: bool = True) -> None:
+        html = None
+        if outcome.status == 200 and outcome.body:
+            html = {"body": outcome.body, "content_type": outcome.headers.get("content-type"),
+                    "etag": outcome.headers.get("etag"), "last_modified": outcome.headers.get("last-modified")}
+            if self.recorder is not None:
+                self.recorder.save(task.site, task.url, outcome.body, html["content_type"])
         store.save_page(self.db, self.run_id, {
             "url": task.url, "site": task.site, "board": task.board, "final_url": outcome.final_url,
             "status": outcome.status, "bytes": outcome.bytes, "elapsed": round(outcome.elapsed, 4),
             "attempts": task.attempt, "outcome": outcome.outcome if final else "retrying",
             "error": outcome.error,
-        }, outcome.records)
+        }, outcome.records, html)
+        self.progress.page(task, outcome, final)
 
 
 class Interrupted(Exception):
@@ -336,33 +353,39 @@ class Interrupted(Exception):
         self.signum = signum
 
 
-def crawl(config: Config, db_path: str | None = None, offline: bool = False,
-          workers: int | None = None, resume: int | str | None = None) -> CrawlResult:
+def crawl(config: Config, db_path: str | None = None, offline: bool = False, workers: int | None = None,
+          resume: int | str | None = None, fixtures: str | Path | None = None, record: str | Path | None = None,
+          progress: Progress | None = None) -> CrawlResult:
     """Crawl every board the config names into the database as one new run.
 
-    With `resume` (a run id, or "latest" for the latest interrupted run) the pages that run
-    does not have yet are fetched into it instead. On SIGINT or SIGTERM the crawl stops
-    submitting, stores what is parsed, marks the run interrupted and raises Interrupted.
+    offline: serve pages from `fixtures` (default: the bundled fixtures/) instead of the sites.
+    resume: a run id, or "latest" for the latest unfinished run; only the pages that run
+    does not have yet are fetched into it. record: a folder to write every page into, in
+    the fixtures format. On SIGINT or SIGTERM the crawl stops submitting, stores what is
+    parsed, marks the run interrupted and raises Interrupted.
     """
     path = db_path or config.database
+    folder = str(fixtures or FIXTURES) if (offline or fixtures) else None
+    if folder and not (Path(folder) / "manifest.json").is_file():
+        raise ConfigError(f"{folder} is not a fixture folder: it has no manifest.json")
     try:
-        return _crawl(config, path, offline, workers or config.workers, resume)
+        return _crawl(config, path, folder, workers or config.workers, resume, record, progress)
     except sqlite3.Error as exc:
         raise store.database_error(path, exc) from None
 
 
-def _crawl(config: Config, db_path: str, offline: bool, workers: int, resume: int | str | None) -> CrawlResult:
+def _crawl(config: Config, db_path: str, fixtures: str | None, workers: int, resume: int | str | None,
+           record: str | Path | None, progress: Progress | None) -> CrawlResult:
     started = time.monotonic()
     db = store.open_db(db_path)
     if resume is None:
-        run_id, done = store.start_run(db, config.path, config.text, offline), set()
+        run_id, done = store.start_run(db, config.path, config.text, fixtures is not None), set()
     else:
         run_id = store.reopen_run(db, resume)
         done = store.pages_done(db, run_id)
-    settings = worker_settings(config, offline)
-    blocked_dir = Path(db_path).resolve().parent
-    scheduler = Scheduler(config, db, run_id, partial(make_pool, config, settings, workers),
-                          offline, workers, blocked_dir)
+    recorder = Recorder(record, {s.name: s.base_url for s in config.sites}) if record else None
+    scheduler = Scheduler(config, db, run_id, partial(make_pool, config, worker_settings(config, fixtures), workers),
+                          fixtures is not None, workers, Path(db_path).resolve().parent, progress, recorder)
     try:
         with _stop_on_signals(scheduler):
             scheduler.add_boards(skip=done)
@@ -370,13 +393,16 @@ def _crawl(config: Config, db_path: str, offline: bool, workers: int, resume: in
             failures = scheduler.run()
     except KeyboardInterrupt:  # a second Ctrl-C: no more waiting, but the run is marked
         scheduler.close()
-        store.finish_run(db, run_id, "interrupted", "stopped at once by a second Ctrl-C")
+        store.finish_run(db, run_id, "interrupted", "stopped at once by a second Ctrl-C",
+                         time.monotonic() - started)
         raise
     finally:
         scheduler.close()
+        scheduler.progress.close()
+    elapsed = time.monotonic() - started
     if scheduler.stop_signal is not None:
-        counts = store.finish_run(db, run_id, "interrupted", f"stopped by signal {scheduler.stop_signal}")
-        raise Interrupted(_result(run_id, "interrupted", started, failures, scheduler, counts),
+        stats = store.finish_run(db, run_id, "interrupted", f"stopped by signal {scheduler.stop_signal}", elapsed)
+        raise Interrupted(_result(run_id, "interrupted", elapsed, failures, scheduler, stats),
                           scheduler.stop_signal)
     counts = store.run_counts(db, run_id)
     if counts["pages_ok"] == counts["pages"]:
@@ -385,17 +411,17 @@ def _crawl(config: Config, db_path: str, offline: bool, workers: int, resume: in
         status = "partial"
     else:
         status = "failed"
-    counts = store.finish_run(db, run_id, status)
-    return _result(run_id, status, started, failures, scheduler, counts)
+    stats = store.finish_run(db, run_id, status, None, elapsed)
+    return _result(run_id, status, elapsed, failures, scheduler, stats)
 
 
-def _result(run_id: int, status: str, started: float, failures: list[tuple[str, str]],
-            scheduler: Scheduler, counts: dict[str, int]) -> CrawlResult:
-    return CrawlResult(run_id=run_id, status=status, elapsed=time.monotonic() - started,
-                       failures=failures, blocked_sites=sorted(scheduler.given_up),
-                       blocked_pages=dict(scheduler.blocked_pages),
-                       pages_ok=counts["pages_ok"], pages_failed=counts["pages_failed"],
-                       pages_blocked=counts["pages_blocked"], records=counts["records"])
+def _result(run_id: int, status: str, elapsed: float, failures: list[tuple[str, str]],
+            scheduler: Scheduler, stats: dict[str, Any]) -> CrawlResult:
+    return CrawlResult(run_id=run_id, status=status, elapsed=elapsed, failures=failures,
+                       blocked_sites=sorted(scheduler.given_up), blocked_pages=dict(scheduler.blocked_pages),
+                       **{name: stats[name] for name in (
+                           "pages_ok", "pages_failed", "pages_blocked", "records", "pages_retried",
+                           "new_entries", "pages_per_second")})
 
 
 @contextmanager

@@ -6,6 +6,7 @@ are written in one transaction, so a crash leaves whole pages or none.
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -68,8 +69,9 @@ def _ensure_tables(db: sqlite_utils.Database) -> None:
     with db.atomic():
         db["runs"].create({
             "id": int, "started": str, "finished": str, "status": str, "config_path": str,
-            "config": str, "offline": int, "pages": int, "pages_ok": int, "pages_failed": int, "pages_blocked": int,
-            "records": int, "message": str,
+            "config": str, "offline": int, "pages": int, "pages_ok": int, "pages_retried": int,
+            "pages_failed": int, "pages_blocked": int, "records": int, "new_entries": int,
+            "elapsed": float, "pages_per_second": float, "message": str,
         }, pk="id", if_not_exists=True)
         db["records"].create(RECORD_COLUMNS, pk=RECORD_KEY, if_not_exists=True,
                              foreign_keys=[("run_id", "runs", "id")])
@@ -82,7 +84,15 @@ def _ensure_tables(db: sqlite_utils.Database) -> None:
             "site": str, "movie_id": str, **{name: RECORD_COLUMNS[name] for name in MOVIE_COLUMNS},
             "last_run_id": int,
         }, pk=("site", "movie_id"), if_not_exists=True)
+        db["page_html"].create({
+            "run_id": int, "url": str, "fetched": str, "content_type": str, "etag": str,
+            "last_modified": str, "html": bytes,  # zlib-compressed bytes as received
+        }, pk=("run_id", "url"), if_not_exists=True, foreign_keys=[("run_id", "runs", "id")])
         db["records"].create_index(["site", "board", "movie_id"], if_not_exists=True)
+        db["records"].create_index(["title"], if_not_exists=True)
+    if not db["movies"].detect_fts():
+        # Trigram: Chinese titles have no spaces, so words cannot be the unit of search.
+        db["movies"].enable_fts(["title", "actors", "other_titles"], create_triggers=True, tokenize="trigram")
 
 
 def start_run(db: sqlite_utils.Database, config_path: str, config_text: str, offline: bool) -> int:
@@ -95,43 +105,79 @@ def start_run(db: sqlite_utils.Database, config_path: str, config_text: str, off
 
 
 def save_page(db: sqlite_utils.Database, run_id: int, page: dict[str, Any],
-              records: Iterable[dict[str, Any]] = ()) -> None:
-    """Store one page's outcome and its records in one transaction."""
-    rows = [_record_row(run_id, page, record) for record in records]
+              records: Iterable[dict[str, Any]] = (), html: dict[str, Any] | None = None) -> None:
+    """Store one page's outcome, its records and the page itself in one transaction.
+
+    `html` is {"body": bytes, "content_type", "etag", "last_modified"} as received.
+    """
     with db.atomic():
-        if rows:
-            db["records"].upsert_all(rows, pk=RECORD_KEY)
-            db["movies"].upsert_all(
-                [{"site": r["site"], "movie_id": r["movie_id"], "last_run_id": run_id,
-                  **{name: r.get(name) for name in MOVIE_COLUMNS}} for r in rows if r.get("movie_id")],
-                pk=("site", "movie_id"))
-        db["pages"].upsert({"run_id": run_id, "fetched": now(), "records": len(rows), **page},
+        if html is not None:
+            db["page_html"].upsert({
+                "run_id": run_id, "url": page["url"], "fetched": now(),
+                "content_type": html.get("content_type"), "etag": html.get("etag"),
+                "last_modified": html.get("last_modified"), "html": zlib.compress(html["body"], 6),
+            }, pk=("run_id", "url"))
+        count = save_records(db, run_id, page["site"], page["board"], records)
+        db["pages"].upsert({"run_id": run_id, "fetched": now(), "records": count, **page},
                            pk=("run_id", "url"))
 
 
-def _record_row(run_id: int, page: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+def save_records(db: sqlite_utils.Database, run_id: int, site: str, board: str,
+                 records: Iterable[dict[str, Any]]) -> int:
+    """Upsert one page's records and their movies; the caller holds the transaction."""
+    rows = [_record_row(run_id, site, board, record) for record in records]
+    if rows:
+        db["records"].upsert_all(rows, pk=RECORD_KEY)
+        db["movies"].upsert_all(
+            [{"site": r["site"], "movie_id": r["movie_id"], "last_run_id": run_id,
+              **{name: r.get(name) for name in MOVIE_COLUMNS}} for r in rows if r.get("movie_id")],
+            pk=("site", "movie_id"))
+    return len(rows)
+
+
+def _record_row(run_id: int, site: str, board: str, record: dict[str, Any]) -> dict[str, Any]:
     row = {name: record.get(name) for name in RECORD_COLUMNS}
-    row.update(run_id=run_id, site=page["site"], board=page["board"])
+    row.update(run_id=run_id, site=site, board=board)
     row["obfuscated"] = ",".join(record.get("obfuscated") or []) or None
     if isinstance(row["playable"], bool):
         row["playable"] = int(row["playable"])
     return row
 
 
-def finish_run(db: sqlite_utils.Database, run_id: int, status: str, message: str | None = None) -> dict[str, int]:
-    """Mark the run ended and store its counts, taken from what was actually stored."""
-    counts = run_counts(db, run_id)
+def finish_run(db: sqlite_utils.Database, run_id: int, status: str, message: str | None = None,
+               elapsed: float | None = None) -> dict[str, Any]:
+    """Mark the run ended and store its stats, taken from what was actually stored."""
+    stats: dict[str, Any] = run_counts(db, run_id)
+    stats["new_entries"] = new_entries(db, run_id)
+    if elapsed is not None:
+        stats["elapsed"] = round(elapsed, 3)
+        stats["pages_per_second"] = round(stats["pages_ok"] / elapsed, 2) if elapsed > 0 else None
     with db.atomic():
-        db["runs"].update(run_id, {"finished": now(), "status": status, "message": message, **counts})
-    return counts
+        db["runs"].update(run_id, {"finished": now(), "status": status, "message": message, **stats})
+    return stats
+
+
+def new_entries(db: sqlite_utils.Database, run_id: int) -> int:
+    """Entries of this run's boards that the previous run of the same board did not have."""
+    return db.execute("""
+        select count(*) from records r
+        where r.run_id = :run and exists (
+            select 1 from records p where p.site = r.site and p.board = r.board and p.run_id < :run
+        ) and not exists (
+            select 1 from records p where p.site = r.site and p.board = r.board and p.movie_id = r.movie_id
+            and p.run_id = (select max(run_id) from records q
+                            where q.site = r.site and q.board = r.board and q.run_id < :run)
+        )""", {"run": run_id}).fetchone()[0]
 
 
 def run_counts(db: sqlite_utils.Database, run_id: int) -> dict[str, int]:
     by_outcome = dict(db.execute(
         "select outcome, count(*) from pages where run_id = ? group by outcome", [run_id]).fetchall())
     records = db.execute("select count(*) from records where run_id = ?", [run_id]).fetchone()[0]
-    return {"pages": sum(by_outcome.values()), "pages_ok": by_outcome.get("ok", 0), "pages_failed": by_outcome.get("error", 0),
-            "pages_blocked": by_outcome.get("blocked", 0), "records": records}
+    retried = db.execute("select count(*) from pages where run_id = ? and attempts > 1", [run_id]).fetchone()[0]
+    return {"pages": sum(by_outcome.values()), "pages_ok": by_outcome.get("ok", 0), "pages_retried": retried,
+            "pages_failed": by_outcome.get("error", 0), "pages_blocked": by_outcome.get("blocked", 0),
+            "records": records}
 
 
 

@@ -1,0 +1,355 @@
+"""The crawler's benchmark: a local board server with a fixed latency, the real crawler, optionally Scrapy.
+
+    python benchmarks/bench.py [--pages 2000] [--concurrency 8[,32,...]] [--latency-ms 50]
+                               [--scrapy | --no-scrapy] [--smoke] [--profile timers|cprofile]
+                               [--json FILE] [--strict]
+
+Starts benchmarks/server.py (its own process: it must not compete with the crawler for a
+GIL) serving Maoyan TOP100 pages in the real markup after --latency-ms, then for each
+concurrency C runs benchmarks/run_crawler.py in a subprocess: crawler.scheduler.crawl with
+a Config from crawler.config.parse_config, workers = max_in_flight_per_host = C,
+delay_per_host = 0, a fresh SQLite file in a temporary folder. When Scrapy is installed
+(or with --scrapy) benchmarks/scrapy_spider.py does the same crawl after it.
+
+For each run it prints pages/s and its share of the latency limit (C / latency), CPU ms per
+page of all the run's processes (main process + pool workers, from getrusage), the peak of
+the summed proportional set size (Pss, /proc/PID/smaps_rollup) of the run's process tree
+sampled every --sample-ms, the time from the start of the crawl to the first stored page,
+and the pages and records stored. Exit status: 0 when every run stored every page (and,
+with --strict, met the targets below), 1 otherwise.
+
+--smoke: 40 pages at 4 in flight, 10 ms latency, no Scrapy unless --scrapy: a few seconds, for CI.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+# The targets (2-core machine, 50 ms latency, 2000 pages).
+TARGET_SHARE_OF_LIMIT_AT_8 = 0.90
+TARGET_VS_SCRAPY_AT_32 = 1.25
+TARGET_CPU_MS_PER_PAGE_AT_32 = 8.0
+TARGET_PEAK_MB_AT_8 = 150.0
+
+
+# -- processes and their memory ---------------------------------------------------------------
+def _children_map() -> dict[int, list[int]]:
+    """ppid -> pids, from /proc/*/stat (this kernel has no /proc/PID/task/TID/children)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(b")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(name))
+    return children
+
+
+def process_tree(root: int) -> list[int]:
+    children = _children_map()
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def pss_kb(pid: int) -> int:
+    """Proportional set size of one process in kB (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class MemorySampler(threading.Thread):
+    """Every `interval` s: the sum of Pss over a process and its descendants; keeps the peak."""
+
+    def __init__(self, root: int, interval: float) -> None:
+        super().__init__(name="pss-sampler", daemon=True)
+        self.root, self.interval = root, interval
+        self.peak_kb = 0
+        self.peak_processes = 0
+        self.samples = 0
+        self.cpu = 0.0  # this thread's own CPU time, to know what measuring costs
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        start = time.thread_time()
+        while not self.done.is_set():
+            tree = process_tree(self.root)
+            total = sum(pss_kb(pid) for pid in tree)
+            self.samples += 1
+            if total > self.peak_kb:
+                self.peak_kb, self.peak_processes = total, len(tree)
+            self.done.wait(self.interval)
+        self.cpu = time.thread_time() - start
+
+
+def run_measured(cmd: list[str], out: Path, interval: float, timeout: float) -> dict:
+    """Run one crawl in a subprocess, sampling its tree's memory; its JSON report + the peak."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sampler = MemorySampler(proc.pid, interval)
+    sampler.start()
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+        output += f"\n(killed after {timeout:g} s)"
+    sampler.done.set()
+    sampler.join()
+    wall = time.perf_counter() - started
+    try:
+        report = json.loads(out.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        report = {"complete": False, "error": f"no report (exit {proc.returncode})"}
+    report.update(exit=proc.returncode, process_wall=wall, peak_pss_kb=sampler.peak_kb,
+                  peak_processes=sampler.peak_processes, samples=sampler.samples, sampler_cpu=sampler.cpu,
+                  output=output.strip()[-3000:])
+    return report
+
+
+# -- the server ------------------------------------------------------------------------------
+class Server:
+    def __init__(self, pages: int, latency_ms: float) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "server.py"), "--pages", str(pages),
+                                      "--latency-ms", str(latency_ms)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("listening on "):
+            self.stop()
+            raise RuntimeError(f"benchmark server did not start: {line!r}")
+        self.url = line.split()[-1]
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(self.url + "/__stats", timeout=5) as response:
+            return json.loads(response.read())
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def one_run(tool: str, server: Server, pages: int, concurrency: int, args, tmp: Path) -> dict:
+    db = tmp / f"{tool}-{concurrency}-{pages}.db"
+    out = tmp / f"{tool}-{concurrency}-{pages}.json"
+    script = "run_crawler.py" if tool == "crawler" else "scrapy_spider.py"
+    cmd = [sys.executable, str(HERE / script), "--base-url", server.url, "--pages", str(pages),
+           "--concurrency", str(concurrency), "--db", str(db), "--out", str(out)]
+    if tool == "crawler" and args.profile != "none":
+        cmd += ["--profile", args.profile]
+    before, server_cpu = server.stats(), server.cpu()
+    # Bounded: ten times the latency limit's time, and at least a minute.
+    timeout = max(60.0, 10 * pages * args.latency_ms / 1000.0 / concurrency)
+    report = run_measured(cmd, out, args.sample_ms / 1000.0, timeout)
+    after = server.stats()
+    report["server_requests"] = after["served"] + after["not_found"] - before["served"] - before["not_found"]
+    report["server_cpu"] = server.cpu() - server_cpu
+    limit = concurrency / (args.latency_ms / 1000.0) if args.latency_ms > 0 else float("inf")
+    elapsed = report.get("elapsed") or report["process_wall"]
+    report["pages_per_s"] = report.get("pages_ok", 0) / elapsed if elapsed else 0.0
+    report["limit"] = limit
+    report["share_of_limit"] = report["pages_per_s"] / limit
+    report["cpu_ms_per_page"] = 1000 * (report.get("cpu_parent", 0) + report.get("cpu_workers", 0)) / max(pages, 1)
+    report["peak_mb"] = report["peak_pss_kb"] / 1024
+    return report
+
+
+# -- printing --------------------------------------------------------------------------------
+def fmt(value, spec: str, missing: str = "-") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def table(reports: list[dict]) -> str:
+    head = ("tool", "in flight", "pages", "pages/s", "% of limit", "CPU ms/page", "(main+workers)",
+            "peak MB", "procs", "1st page s", "stored", "records")
+    rows = [head]
+    for r in reports:
+        rows.append((
+            r["tool"], str(r["concurrency"]), str(r["pages"]), fmt(r["pages_per_s"], ".1f"),
+            fmt(100 * r["share_of_limit"], ".1f"), fmt(r["cpu_ms_per_page"], ".2f"),
+            f"{1000 * r.get('cpu_parent', 0) / r['pages']:.2f}+{1000 * r.get('cpu_workers', 0) / r['pages']:.2f}",
+            fmt(r["peak_mb"], ".1f"), str(r["peak_processes"]), fmt(r.get("first_page"), ".3f"),
+            f"{r.get('pages_ok', 0)}/{r['pages']}", str(r.get("records", 0)),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def profile_text(report: dict) -> str:
+    pages = max(report["pages"], 1)
+    lines = [f"main-process profile, crawler at {report['concurrency']} in flight ({pages} pages), per page:"]
+    timers = report.get("timers") or {}
+    lines.append(f"  {'part':58} {'calls':>7} {'wall ms':>8} {'CPU ms':>8}")
+    for label, t in sorted(timers.items()):
+        lines.append(f"  {label:58} {t['calls']:7d} {1000 * t['wall'] / pages:8.3f} {1000 * t['cpu'] / pages:8.3f}")
+    threads = report.get("threads_cpu") or {}
+    if threads:
+        lines.append("  CPU ms per page by thread of the main process (from /proc, up to Scheduler.close):")
+        for name, seconds in sorted(threads.items(), key=lambda kv: -kv[1]):
+            lines.append(f"    {name:56} {1000 * seconds / pages:8.3f}")
+    lines.append(f"  main process in all: {1000 * report.get('cpu_parent', 0) / pages:.3f} CPU ms/page; "
+                 f"workers: {1000 * report.get('cpu_workers', 0) / pages:.3f}")
+    if report.get("profiles"):
+        lines.append(f"  cProfile stats: {report['profiles']}")
+    return "\n".join(lines)
+
+
+def targets(reports: list[dict], args) -> list[tuple[str, bool]]:
+    """The targets that this run's settings let us judge."""
+    out = []
+    if args.latency_ms != 50 or args.pages < 2000:
+        return out
+    by = {(r["tool"], r["concurrency"]): r for r in reports}
+    crawler8, crawler32, scrapy32 = by.get(("crawler", 8)), by.get(("crawler", 32)), by.get(("scrapy", 32))
+    if crawler8:
+        out.append((f"8 in flight >= {TARGET_SHARE_OF_LIMIT_AT_8:.0%} of the latency limit "
+                    f"({crawler8['share_of_limit']:.1%})", crawler8["share_of_limit"] >= TARGET_SHARE_OF_LIMIT_AT_8))
+        out.append((f"all processes under {TARGET_PEAK_MB_AT_8:.0f} MB at 8 workers ({crawler8['peak_mb']:.1f} MB)",
+                    crawler8["peak_mb"] < TARGET_PEAK_MB_AT_8))
+    if crawler32:
+        out.append((f"32 in flight <= {TARGET_CPU_MS_PER_PAGE_AT_32:g} ms CPU per page "
+                    f"({crawler32['cpu_ms_per_page']:.2f})", crawler32["cpu_ms_per_page"] <= TARGET_CPU_MS_PER_PAGE_AT_32))
+    if crawler32 and scrapy32:
+        ratio = crawler32["pages_per_s"] / scrapy32["pages_per_s"]
+        out.append((f"32 in flight >= {TARGET_VS_SCRAPY_AT_32}x Scrapy's pages/s ({ratio:.2f}x)",
+                    ratio >= TARGET_VS_SCRAPY_AT_32))
+    return out
+
+
+def concurrencies(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number or a comma-separated list of numbers, not {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"concurrencies must be at least 1: {text!r}")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Benchmark the crawler (and Scrapy) against a local board server.",
+                                     epilog="example: python benchmarks/bench.py --concurrency 8,32")
+    parser.add_argument("--pages", type=int, default=None, help="pages per run (default 2000; 40 with --smoke)")
+    parser.add_argument("--concurrency", type=concurrencies, default=None,
+                        help="in flight (= pool workers), or a list like 8,32 (default 8; 4 with --smoke)")
+    parser.add_argument("--latency-ms", type=float, default=None,
+                        help="server latency per response (default 50; 10 with --smoke)")
+    parser.add_argument("--scrapy", action=argparse.BooleanOptionalAction, default=None,
+                        help="also run the Scrapy spider (default: when Scrapy is installed; not with --smoke)")
+    parser.add_argument("--smoke", action="store_true", help="a few pages, fast: for CI")
+    parser.add_argument("--profile", choices=("none", "timers", "cprofile"), default="none",
+                        help="time the crawler's main-process work per page (timers) or cProfile it")
+    parser.add_argument("--sample-ms", type=float, default=50.0, help="memory sampling interval (default 50)")
+    parser.add_argument("--json", metavar="FILE", help="also write every run's report to FILE")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed too")
+    args = parser.parse_args(argv)
+    if args.pages is None:
+        args.pages = 40 if args.smoke else 2000
+    if args.concurrency is None:
+        args.concurrency = [4] if args.smoke else [8]
+    if args.latency_ms is None:
+        args.latency_ms = 10.0 if args.smoke else 50.0
+    have_scrapy = importlib.util.find_spec("scrapy") is not None
+    if args.scrapy is None:
+        args.scrapy = have_scrapy and not args.smoke
+    elif args.scrapy and not have_scrapy:
+        parser.error("--scrapy: Scrapy is not installed (pip install scrapy)")
+    if args.pages < 1:
+        parser.error("--pages must be at least 1")
+
+    print(f"benchmark: {args.pages} pages, {','.join(map(str, args.concurrency))} in flight, "
+          f"{args.latency_ms:g} ms latency, Scrapy {'on' if args.scrapy else 'off'}; {os.cpu_count()} CPUs",
+          flush=True)
+    reports: list[dict] = []
+    server = Server(args.pages, args.latency_ms)
+    try:
+        with tempfile.TemporaryDirectory(prefix="crawler-bench-") as tmp:
+            for concurrency in args.concurrency:
+                for tool in ("crawler", "scrapy") if args.scrapy else ("crawler",):
+                    report = one_run(tool, server, args.pages, concurrency, args, Path(tmp))
+                    reports.append(report)
+                    print(f"  {tool} at {concurrency}: {report['pages_per_s']:.1f} pages/s, "
+                          f"{report.get('pages_ok', 0)}/{args.pages} pages stored "
+                          f"({report['server_requests']} requests; server {report['server_cpu']:.2f} s CPU)",
+                          flush=True)
+                    if not report.get("complete"):
+                        print(f"    INCOMPLETE: {report.get('error') or ''}\n    " +
+                              report["output"].replace("\n", "\n    "), flush=True)
+                    if tool == "crawler" and args.profile != "none":
+                        print(profile_text(report), flush=True)
+    finally:
+        server.stop()
+
+    print()
+    print(table(reports))
+    limits = sorted({(r["concurrency"], r["limit"]) for r in reports})
+    print("latency limit (in flight / latency): " + ", ".join(f"{c}: {lim:.0f} pages/s" for c, lim in limits))
+    for concurrency in args.concurrency:
+        by = {r["tool"]: r for r in reports if r["concurrency"] == concurrency}
+        if "crawler" in by and "scrapy" in by and by["scrapy"]["pages_per_s"]:
+            print(f"crawler/Scrapy at {concurrency} in flight: "
+                  f"{by['crawler']['pages_per_s'] / by['scrapy']['pages_per_s']:.2f}x pages/s, "
+                  f"{by['crawler']['cpu_ms_per_page'] / max(by['scrapy']['cpu_ms_per_page'], 1e-9):.2f}x CPU/page, "
+                  f"{by['crawler']['peak_mb'] / max(by['scrapy']['peak_mb'], 1e-9):.2f}x peak memory")
+    sampler_cpu = sum(r["sampler_cpu"] for r in reports)
+    print(f"(memory sampled every {args.sample_ms:g} ms; the sampler used {sampler_cpu:.2f} s CPU in all)")
+    checks = targets(reports, args)
+    for text, ok in checks:
+        print(f"target {'met   ' if ok else 'MISSED'}: {text}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(reports, indent=1), encoding="utf-8")
+    complete = all(r.get("complete") for r in reports)
+    if not complete:
+        print("FAILED: not every page was stored", file=sys.stderr)
+        return 1
+    if args.strict and not all(ok for _, ok in checks):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Questions asked of the database: runs, boards as they stood, a movie's history, what changed.
+
+Plain functions over a sqlite_utils.Database returning lists of dicts; the CLI only
+prints them. Bad input (an unknown board, run or movie) raises QueryError.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import sqlite_utils
+
+from .sites import SITES
+
+BOARD_SITES = {board: site.name for site in SITES.values() for board in site.boards}
+
+
+class QueryError(Exception):
+    """A question the database cannot answer as asked; the message says why."""
+
+
+def _rows(db: sqlite_utils.Database, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+    cursor = db.execute(sql, params)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def check_board(board: str) -> str:
+    """The site of a board name, or a QueryError listing the known boards."""
+    if board not in BOARD_SITES:
+        raise QueryError(f"unknown board {board!r} (known: {', '.join(BOARD_SITES)})")
+    return BOARD_SITES[board]
+
+
+def resolve_run(db: sqlite_utils.Database, run: int | None = None, board: str | None = None) -> int:
+    """The run asked for, or the latest one (holding `board`, when given)."""
+    if run is not None:
+        if not db.execute("select 1 from runs where id = ?", [run]).fetchone():
+            raise QueryError(f"no run {run} in this database (see: crawler runs)")
+        return run
+    sql, params = "select max(id) from runs", []
+    if board:
+        sql, params = "select max(run_id) from records where board = ?", [board]
+    latest = db.execute(sql, params).fetchone()[0]
+    if latest is None:
+        raise QueryError("no run in this database yet" + (f" with board {board!r}" if board else "")
+                         + ": crawl first (python -m crawler crawl.toml)")
+    return latest
+
+
+def runs(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    return _rows(db, """select id, started, finished, status, pages, pages_ok, pages_failed,
+                        pages_blocked, records, new_entries from runs order by id desc""")
+
+
+STATS_COLUMNS = ("pages_ok", "pages_retried", "pages_failed", "pages_blocked", "records", "new_entries",
+                 "elapsed", "pages_per_second")
+
+
+def run_stats(db: sqlite_utils.Database, run: int | None = None) -> dict[str, Any]:
+    run_id = resolve_run(db, run)
+    return _rows(db, "select * from runs where id = ?", [run_id])[0]
+
+
+def top(db: sqlite_utils.Database, board: str, run: int | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    site = check_board(board)
+    run_id = resolve_run(db, run, board)
+    extra = {"top250": "year, votes", "most-wanted": "month_wish, total_wish",
+             "cn-box-office": "realtime_box_office, realtime_box_office_unit, total_box_office, total_box_office_unit",
+             "na-box-office": "realtime_box_office, realtime_box_office_unit, total_box_office, total_box_office_unit",
+             }.get(board, "release_date, release_region")
+    rows = _rows(db, f"""select rank, title, score, {extra}, movie_id from records
+                         where run_id = ? and site = ? and board = ? order by rank
+                         limit ?""", [run_id, site, board, -1 if limit is None else limit])
+    if not rows:
+        raise QueryError(f"run {run_id} has no records of board {board!r}")
+    return rows
+
+
+def history(db: sqlite_utils.Database, movie: str, board: str | None = None) -> list[dict[str, Any]]:
+    """Rank and score of one movie (a title or a movie id) in every run that has it."""
+    if board:
+        check_board(board)
+    rows = _rows(db, """select r.run_id, substr(runs.started, 1, 19) as started, r.site, r.board, r.rank,
+                               r.score, r.title, r.movie_id
+                        from records r join runs on runs.id = r.run_id
+                        where (r.title = :movie or r.movie_id = :movie)
+                          and (:board is null or r.board = :board)
+                        order by r.site, r.board, r.run_id""", {"movie": movie, "board": board})
+    if not rows:
+        raise QueryError(f"no movie titled or with id {movie!r} in this database"
+                         + (f" on board {board!r}" if board else ""))
+    return rows
+
+
+def diff(db: sqlite_utils.Database, board: str | None = None, from_run: int | None = None,
+         to_run: int | None = None) -> list[dict[str, Any]]:
+    """What entered, left, moved or changed score between two runs (default: the last two)."""
+    if board:
+        check_board(board)
+    to_id = resolve_run(db, to_run, board)
+    if from_run is None:
+        sql = "select max(run_id) from records where run_id < ?" + (" and board = ?" if board else "")
+        from_id = db.execute(sql, [to_id, board] if board else [to_id]).fetchone()[0]
+        if from_id is None:
+            raise QueryError(f"nothing to compare run {to_id} with: it is the first run"
+                             + (f" with board {board!r}" if board else ""))
+    else:
+        from_id = resolve_run(db, from_run)
+    side = """select site, board, coalesce(movie_id, title) as movie, title, rank, score
+              from records where run_id = ? and (? is null or board = ?)"""
+    old = {(r["site"], r["board"], r["movie"]): r for r in _rows(db, side, [from_id, board, board])}
+    new = {(r["site"], r["board"], r["movie"]): r for r in _rows(db, side, [to_id, board, board])}
+    boards = {key[:2] for key in new} & {key[:2] for key in old}  # boards both runs crawled
+    changes = []
+    for key in sorted(set(old) | set(new), key=lambda k: (k[0], k[1], (new.get(k) or old[k])["rank"])):
+        if key[:2] not in boards:
+            continue
+        before, after = old.get(key), new.get(key)
+        row = {"board": key[1], "title": (after or before)["title"],
+               "from_rank": before and before["rank"], "to_rank": after and after["rank"],
+               "move": None, "from_score": before and before["score"], "to_score": after and after["score"]}
+        if before is None:
+            row["change"] = "entered"
+        elif after is None:
+            row["change"] = "left"
+        elif before["rank"] != after["rank"]:
+            row["move"] = before["rank"] - after["rank"]
+            row["change"] = "up" if row["move"] > 0 else "down"
+        elif before["score"] != after["score"]:
+            row["change"] = "score"
+        else:
+            continue
+        changes.append({"from_run": from_id, "to_run": to_id, "change": row.pop("change"), **row})
+    return changes
+
+
+def search(db: sqlite_utils.Database, text: str) -> list[dict[str, Any]]:
+    """Movies whose title, other titles or actors contain the text."""
+    text = text.strip()
+    if not text:
+        raise QueryError("search needs some text")
+    if len(text) >= 3:  # the trigram index answers from three characters up
+        where = "rowid in (select rowid from movies_fts where movies_fts match ?)"
+        params = ['"' + text.replace('"', '""') + '"']
+    else:
+        where = "(title like ? or actors like ? or other_titles like ?)"
+        params = [f"%{text}%"] * 3
+    return _rows(db, f"""select site, movie_id, title, actors, release_date, last_run_id from movies
+                         where {where} order by site, title""", params)
+
+
+def export_rows(db: sqlite_utils.Database, run: int | None = None) -> list[dict[str, Any]]:
+    run_id = resolve_run(db, run)
+    return _rows(db, "select * from records where run_id = ? order by site, board, rank", [run_id])
+
+
+def compare(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    """Maoyan TOP100 against Douban Top 250, as each stood in its latest run.
+
+    Joined on title and year. Maoyan often shows a re-release date, so a Maoyan year
+    later than Douban's still matches; an earlier one does not.
+    """
+    maoyan_run = resolve_run(db, None, "top100")
+    douban_run = resolve_run(db, None, "top250")
+    return _rows(db, """
+        select m.title, d.year, m.rank as maoyan_rank, d.rank as douban_rank,
+               m.rank - d.rank as difference, m.score as maoyan_score, d.score as douban_score
+        from records m join records d on d.title = m.title
+        where m.run_id = ? and m.board = 'top100' and d.run_id = ? and d.board = 'top250'
+          and (m.release_date is null or cast(substr(m.release_date, 1, 4) as integer) >= d.year)
+        order by m.rank""", [maoyan_run, douban_run])
