@@ -1,6 +1,7 @@
 """What a crawl shows while it runs: a bar on a terminal, log lines elsewhere, or nothing."""
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import TextIO
@@ -24,7 +25,10 @@ class Progress:
         self.last_log = self.started
         self.bar: tqdm | None = None
         if not quiet and self.stream.isatty():
-            self.bar = tqdm(total=0, unit="page", file=self.stream, dynamic_ncols=True, leave=False)
+            # A terminal that reports no size (a bare pty) would otherwise hide the bar.
+            size = shutil.get_terminal_size((100, 24))
+            self.bar = tqdm(total=0, unit="page", file=self.stream, ncols=min(size.columns, 120),
+                            nrows=max(size.lines, 2), leave=False)
 
     def add_pages(self, count: int) -> None:
         self.total += count

@@ -112,7 +112,9 @@ def diff(db: sqlite_utils.Database, board: str | None = None, from_run: int | No
     new = {(r["site"], r["board"], r["movie"]): r for r in _rows(db, side, [to_id, board, board])}
     boards = {key[:2] for key in new} & {key[:2] for key in old}  # boards both runs crawled
     changes = []
-    for key in sorted(set(old) | set(new), key=lambda k: (k[0], k[1], (new.get(k) or old[k])["rank"])):
+    # By board and rank; at equal rank what entered comes before what left.
+    for key in sorted(set(old) | set(new), key=lambda k: (k[0], k[1], (new.get(k) or old[k])["rank"],
+                                                          k not in new, k[2])):
         if key[:2] not in boards:
             continue
         before, after = old.get(key), new.get(key)
