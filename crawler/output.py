@@ -19,7 +19,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:g}"
+        return str(value)
     return str(value)
 
 
