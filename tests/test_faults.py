@@ -53,7 +53,7 @@ def test_politeness_bounds_requests_in_flight_and_spaces_them(tmp_path, server):
             with lock:
                 active[0] += 1
                 peak[0] = max(peak[0], active[0])
-            time.sleep(0.15)
+            time.sleep(0.6)  # long enough for a second request to overlap, never a third
             with lock:
                 active[0] -= 1
             send(handler, route[0], route[2], route[1])
