@@ -46,6 +46,9 @@ class FetchTask:
     board: str
     url: str
     attempt: int = 1
+    # Validators of the last stored copy, for a conditional request (304 when unchanged).
+    etag: str | None = None
+    last_modified: str | None = None
 
 
 @dataclass
@@ -117,7 +120,7 @@ def fetch(task: FetchTask) -> FetchResult:
     url = task.url
     with _hard_deadline(task.url, settings.page_deadline):
         for _ in range(MAX_REDIRECTS + 1):
-            response = _get(url, site.headers, deadline, settings.request_timeout)
+            response = _get(url, {**site.headers, **_conditions(task)}, deadline, settings.request_timeout)
             with response:
                 location = response.headers.get("location")
                 if response.is_redirect and location:
@@ -130,6 +133,15 @@ def fetch(task: FetchTask) -> FetchResult:
                 body, truncated = _read(url, response, deadline, settings.max_page_bytes)
                 return _result(task.url, url, response, body, started, truncated)
     raise FetchError(task.url, f"more than {MAX_REDIRECTS} redirects", retryable=False)
+
+
+def _conditions(task: FetchTask) -> dict[str, str]:
+    headers = {}
+    if task.etag:
+        headers["If-None-Match"] = task.etag
+    if task.last_modified:
+        headers["If-Modified-Since"] = task.last_modified
+    return headers
 
 
 class _DeadlinePassed(BaseException):

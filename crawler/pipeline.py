@@ -52,6 +52,8 @@ class PageOutcome:
     # The response body and headers as received, for the page_html table and --record.
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    # A 304 answer to a conditional request: the stored copy still holds.
+    not_modified: bool = False
 
 
 def failed(task: FetchTask, error: BaseException) -> PageOutcome:
@@ -76,6 +78,10 @@ def process(task: FetchTask, result: FetchResult, parse: Callable[[str, str], Bo
 def _classify(outcome: PageOutcome, result: FetchResult, parse: Callable[[str, str], BoardPage]) -> None:
     status = result.status
     location = result.headers.get("location")
+    if status == 304:
+        # Unchanged since the stored copy: the scheduler reuses that copy's records.
+        outcome.outcome, outcome.not_modified = "ok", True
+        return
     if 300 <= status < 400:
         host = urlsplit(location or "").hostname or ""
         if host.endswith(BLOCK_HOSTS):

@@ -36,7 +36,7 @@ def reparse(db: sqlite_utils.Database, run_id: int) -> ReparseResult:
             ok += outcome.outcome == "ok"
             db["pages"].update((run_id, url), {"outcome": outcome.outcome, "error": outcome.error,
                                                "records": len(outcome.records)})
-            store.save_records(db, run_id, site, board, outcome.records)
+            store.save_records(db, run_id, site, board, url, outcome.records)
         stats = store.run_counts(db, run_id)
         db["runs"].update(run_id, stats)
     return ReparseResult(run_id, len(stored), ok, before, stats["records"])

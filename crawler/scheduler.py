@@ -127,6 +127,8 @@ class Scheduler:
         self.host_busy: dict[str, int] = {}
         self.host_next: dict[str, float] = {}
         self.known: set[str] = set()
+        # URL -> the newest earlier stored copy and its validators, for conditional requests.
+        self.copies: dict[str, dict[str, Any]] = {}
         self.blocks: dict[str, int] = {}
         self.given_up: set[str] = set()
         self.failures: list[tuple[str, str]] = []
@@ -140,7 +142,9 @@ class Scheduler:
                 return
             self.known.add(url)
         self.order += 1
-        heapq.heappush(self.waiting, (not_before, self.order, FetchTask(site, board, url, attempt)))
+        copy = self.copies.get(url, {})
+        task = FetchTask(site, board, url, attempt, copy.get("etag"), copy.get("last_modified"))
+        heapq.heappush(self.waiting, (not_before, self.order, task))
 
     def add_boards(self, skip: set[str] = frozenset()) -> None:
         pending = []
@@ -257,10 +261,19 @@ class Scheduler:
         if flight is None or flight.task is not task:
             return  # the answer to an attempt already given up as lost
         self._release(task.url)
+        if outcome.not_modified and task.url not in self.copies:
+            outcome.outcome, outcome.error = "error", "HTTP 304 to a request that was not conditional"
         if outcome.outcome == "ok":
-            self._save(task, outcome)
+            page_urls = outcome.page_urls
+            if outcome.not_modified:
+                copy = self.copies[task.url]
+                store.reuse_page(self.db, self.run_id, copy["run_id"], self._page_row(task, outcome, True))
+                self.progress.page(task, outcome, True)
+                page_urls = store.board_pages(self.db, copy["run_id"], task.site, task.board)
+            else:
+                self._save(task, outcome)
             if SITES[task.site].boards[task.board].follow_pager:
-                new = [u for u in outcome.page_urls if u not in self.known]
+                new = [u for u in page_urls if u not in self.known]
                 for url in new:
                     self.add(task.site, task.board, url)
                 self._mark_pending([{"url": u, "site": task.site, "board": task.board} for u in new])
@@ -335,13 +348,15 @@ class Scheduler:
                     "etag": outcome.headers.get("etag"), "last_modified": outcome.headers.get("last-modified")}
             if self.recorder is not None:
                 self.recorder.save(task.site, task.url, outcome.body, html["content_type"])
-        store.save_page(self.db, self.run_id, {
-            "url": task.url, "site": task.site, "board": task.board, "final_url": outcome.final_url,
-            "status": outcome.status, "bytes": outcome.bytes, "elapsed": round(outcome.elapsed, 4),
-            "attempts": task.attempt, "outcome": outcome.outcome if final else "retrying",
-            "error": outcome.error,
-        }, outcome.records, html)
+        store.save_page(self.db, self.run_id, self._page_row(task, outcome, final), outcome.records, html)
         self.progress.page(task, outcome, final)
+
+    @staticmethod
+    def _page_row(task: FetchTask, outcome: PageOutcome, final: bool) -> dict[str, Any]:
+        return {"url": task.url, "site": task.site, "board": task.board, "final_url": outcome.final_url,
+                "status": outcome.status, "bytes": outcome.bytes, "elapsed": round(outcome.elapsed, 4),
+                "attempts": task.attempt, "outcome": outcome.outcome if final else "retrying",
+                "error": outcome.error}
 
 
 class Interrupted(Exception):
@@ -386,6 +401,7 @@ def _crawl(config: Config, db_path: str, fixtures: str | None, workers: int, res
     recorder = Recorder(record, {s.name: s.base_url for s in config.sites}) if record else None
     scheduler = Scheduler(config, db, run_id, partial(make_pool, config, worker_settings(config, fixtures), workers),
                           fixtures is not None, workers, Path(db_path).resolve().parent, progress, recorder)
+    scheduler.copies = store.stored_copies(db, run_id)
     try:
         with _stop_on_signals(scheduler):
             scheduler.add_boards(skip=done)

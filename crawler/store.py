@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import sqlite_utils
 
 RECORD_COLUMNS: dict[str, type] = {
-    "run_id": int, "site": str, "board": str, "rank": int, "movie_id": str, "title": str,
+    "run_id": int, "site": str, "board": str, "rank": int, "page_url": str, "movie_id": str, "title": str,
     "url": str, "poster_url": str, "actors": str, "release_date": str, "release_region": str,
     "score": float,
     # Maoyan boards that show something else than a score
@@ -117,15 +117,15 @@ def save_page(db: sqlite_utils.Database, run_id: int, page: dict[str, Any],
                 "content_type": html.get("content_type"), "etag": html.get("etag"),
                 "last_modified": html.get("last_modified"), "html": zlib.compress(html["body"], 6),
             }, pk=("run_id", "url"))
-        count = save_records(db, run_id, page["site"], page["board"], records)
+        count = save_records(db, run_id, page["site"], page["board"], page["url"], records)
         db["pages"].upsert({"run_id": run_id, "fetched": now(), "records": count, **page},
                            pk=("run_id", "url"))
 
 
-def save_records(db: sqlite_utils.Database, run_id: int, site: str, board: str,
+def save_records(db: sqlite_utils.Database, run_id: int, site: str, board: str, page_url: str,
                  records: Iterable[dict[str, Any]]) -> int:
     """Upsert one page's records and their movies; the caller holds the transaction."""
-    rows = [_record_row(run_id, site, board, record) for record in records]
+    rows = [_record_row(run_id, site, board, page_url, record) for record in records]
     if rows:
         db["records"].upsert_all(rows, pk=RECORD_KEY)
         db["movies"].upsert_all(
@@ -135,13 +135,45 @@ def save_records(db: sqlite_utils.Database, run_id: int, site: str, board: str,
     return len(rows)
 
 
-def _record_row(run_id: int, site: str, board: str, record: dict[str, Any]) -> dict[str, Any]:
+def _record_row(run_id: int, site: str, board: str, page_url: str, record: dict[str, Any]) -> dict[str, Any]:
     row = {name: record.get(name) for name in RECORD_COLUMNS}
-    row.update(run_id=run_id, site=site, board=board)
+    row.update(run_id=run_id, site=site, board=board, page_url=page_url)
     row["obfuscated"] = ",".join(record.get("obfuscated") or []) or None
     if isinstance(row["playable"], bool):
         row["playable"] = int(row["playable"])
     return row
+
+
+def stored_copies(db: sqlite_utils.Database, run_id: int) -> dict[str, dict[str, Any]]:
+    """For each URL, the newest earlier stored copy with its validators (for conditional requests)."""
+    rows = db.execute("""
+        select h.url, h.run_id, h.etag, h.last_modified from page_html h
+        join pages p on p.run_id = h.run_id and p.url = h.url and p.outcome = 'ok'
+        where h.run_id < ? and (h.etag is not null or h.last_modified is not null)
+          and h.run_id = (select max(h2.run_id) from page_html h2 where h2.url = h.url and h2.run_id < ?)
+        """, [run_id, run_id]).fetchall()
+    return {url: {"run_id": run, "etag": etag, "last_modified": modified} for url, run, etag, modified in rows}
+
+
+def reuse_page(db: sqlite_utils.Database, run_id: int, from_run: int, page: dict[str, Any]) -> int:
+    """A page the site says is unchanged (304): copy the stored copy's records and HTML into this run."""
+    columns = ", ".join(name for name in RECORD_COLUMNS if name != "run_id")
+    with db.atomic():
+        db.execute(f"""insert or replace into records (run_id, {columns})
+                       select ?, {columns} from records where run_id = ? and page_url = ?""",
+                   [run_id, from_run, page["url"]])
+        db.execute("""insert or replace into page_html (run_id, url, fetched, content_type, etag, last_modified, html)
+                      select ?, url, fetched, content_type, etag, last_modified, html
+                      from page_html where run_id = ? and url = ?""", [run_id, from_run, page["url"]])
+        count = db.execute("select count(*) from records where run_id = ? and page_url = ?",
+                           [run_id, page["url"]]).fetchone()[0]
+        db["pages"].upsert({"run_id": run_id, "fetched": now(), "records": count, **page}, pk=("run_id", "url"))
+    return count
+
+
+def board_pages(db: sqlite_utils.Database, run_id: int, site: str, board: str) -> list[str]:
+    return [url for (url,) in db.execute("select url from pages where run_id = ? and site = ? and board = ?",
+                                         [run_id, site, board])]
 
 
 def finish_run(db: sqlite_utils.Database, run_id: int, status: str, message: str | None = None,

@@ -391,3 +391,42 @@ def test_a_second_ctrl_c_stops_at_once_and_the_database_stays_sound(tmp_path, se
     conn.close()
     assert run_cli(str(cfg), "--db", str(db), "--resume").returncode == 0
     assert rows(db, "select status, records from runs") == [{"status": "ok", "records": 130}]
+
+
+def test_a_recrawl_asks_conditionally_and_reuses_unchanged_pages(tmp_path, server):
+    """The second run sends If-None-Match / If-Modified-Since; on 304 the stored copy's records are reused."""
+    asked = []
+
+    def conditional(route, etag):
+        status, headers, body = route
+
+        def answer(handler):
+            asked.append((handler.path, handler.headers.get("If-None-Match"),
+                          handler.headers.get("If-Modified-Since")))
+            if handler.headers.get("If-None-Match") == etag:
+                handler.send_response(304)
+                handler.send_header("ETag", etag)
+                handler.send_header("Content-Length", "0")
+                handler.end_headers()
+                return
+            send(handler, status, body, {**headers, "ETag": etag,
+                                         "Last-Modified": "Wed, 26 Nov 2026 08:00:00 GMT"})
+        return answer
+
+    for path, route in fixture_pages("maoyan").items():
+        server.routes[path] = conditional(route, f'"{abs(hash(path))}"')
+    cfg = config(tmp_path, server, maoyan=("hot", "most-wanted"))
+    db = tmp_path / "m.db"
+    assert run_cli(str(cfg), "--db", str(db)).returncode == 0
+    first_asks = len(asked)
+    result = run_cli(str(cfg), "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    second = asked[first_asks:]
+    assert first_asks == len(second) == 4  # /board/7 and three pages of /board/6, found again without parsing
+    assert all(etag and since == "Wed, 26 Nov 2026 08:00:00 GMT" for _, etag, since in second)
+    assert {p["status"] for p in rows(db, "select status from pages where run_id = 2")} == {304}
+    columns = "site, board, rank, movie_id, title, score, month_wish, obfuscated"
+    assert rows(db, f"select {columns} from records where run_id = 1 order by board, rank") == \
+        rows(db, f"select {columns} from records where run_id = 2 order by board, rank")
+    assert rows(db, "select records from runs where id = 2") == [{"records": 40}]
+    assert rows(db, "select count(*) n from page_html where run_id = 2") == [{"n": 4}]
