@@ -19,6 +19,7 @@ import signal
 import sqlite3
 import threading
 import time
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -121,7 +122,9 @@ class Scheduler:
         self.delay = 0.0 if offline else config.delay_per_host
         self.per_host = workers if offline else config.max_in_flight_per_host
         self.outcomes: queue.Queue[tuple[FetchTask, PageOutcome]] = queue.Queue()
-        self.waiting: list[tuple[float, int, FetchTask]] = []  # heap of (not before, order, task)
+        # Tasks due now, per host in the order they were added; and tasks due later (retries).
+        self.ready: dict[str, deque[FetchTask]] = {}
+        self.later: list[tuple[float, int, FetchTask]] = []  # heap of (not before, order, task)
         self.order = 0
         self.in_flight: dict[str, _InFlight] = {}
         self.host_busy: dict[str, int] = {}
@@ -141,10 +144,16 @@ class Scheduler:
             if url in self.known:
                 return
             self.known.add(url)
-        self.order += 1
         copy = self.copies.get(url, {})
         task = FetchTask(site, board, url, attempt, copy.get("etag"), copy.get("last_modified"))
-        heapq.heappush(self.waiting, (not_before, self.order, task))
+        if not_before > time.monotonic():
+            self.order += 1
+            heapq.heappush(self.later, (not_before, self.order, task))
+        else:
+            self._queue(task)
+
+    def _queue(self, task: FetchTask) -> None:
+        self.ready.setdefault(urlsplit(task.url).netloc, deque()).append(task)
 
     def add_boards(self, skip: set[str] = frozenset()) -> None:
         pending = []
@@ -176,7 +185,7 @@ class Scheduler:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> list[tuple[str, str]]:
-        while (self.waiting or self.in_flight) and self.stop_signal is None:
+        while (self.ready or self.later or self.in_flight) and self.stop_signal is None:
             wake = self._submit_ready()
             try:
                 task, outcome = self.outcomes.get(timeout=self._wait_time(wake))
@@ -206,30 +215,28 @@ class Scheduler:
         return max(0.0, min([wake, now + POLL, *deadlines]) - now)
 
     def _submit_ready(self) -> float:
-        """Submit what the limits allow; return when a held task next comes due."""
+        """Submit what the limits allow; return when a held task next comes due.
+
+        Work per call is bounded by the number of hosts, not of pages waiting.
+        """
         now = time.monotonic()
-        held = []
-        wake = float("inf")
-        while self.waiting and len(self.in_flight) < self.max_in_flight:
-            not_before, order, task = heapq.heappop(self.waiting)
-            if not_before > now:
-                held.append((not_before, order, task))
-                wake = not_before
-                break
-            if task.site in self.given_up:
-                self._give_up(task)
-                continue
-            host = urlsplit(task.url).netloc
-            if self.host_busy.get(host, 0) >= self.per_host:
-                held.append((not_before, order, task))  # an outcome from this host frees it
-                continue
-            if self.host_next.get(host, 0.0) > now:
-                held.append((not_before, order, task))
-                wake = min(wake, self.host_next[host])
-                continue
-            self._submit(task, host, now)
-        for item in held:
-            heapq.heappush(self.waiting, item)
+        while self.later and self.later[0][0] <= now:
+            self._queue(heapq.heappop(self.later)[2])
+        wake = self.later[0][0] if self.later else float("inf")
+        for host in list(self.ready):
+            tasks = self.ready[host]
+            while tasks and len(self.in_flight) < self.max_in_flight:
+                if tasks[0].site in self.given_up:
+                    self._give_up(tasks.popleft())
+                elif self.host_busy.get(host, 0) >= self.per_host:
+                    break  # an outcome from this host frees it
+                elif self.host_next.get(host, 0.0) > now:
+                    wake = min(wake, self.host_next[host])
+                    break
+                else:
+                    self._submit(tasks.popleft(), host, now)
+            if not tasks:
+                del self.ready[host]
         return wake
 
     def _submit(self, task: FetchTask, host: str, now: float) -> None:
@@ -326,8 +333,7 @@ class Scheduler:
                 error="no answer from the worker before the page deadline (worker lost?)"))
         for url, flight in list(self.in_flight.items()):
             self._release(url)
-            self.order += 1
-            heapq.heappush(self.waiting, (now, self.order, flight.task))
+            self._queue(flight.task)
 
     def close(self) -> None:
         shutdown_pool(self.pool)
