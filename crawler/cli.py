@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 from . import output, query
 from .config import ConfigError, load_config
+from .pools import POOL_KINDS, PoolUnavailable
 from .progress import Progress
 from .scheduler import CrawlResult, Interrupted, crawl
 from .store import StoreError
@@ -79,7 +81,12 @@ def crawl_parser() -> argparse.ArgumentParser:
     parser.add_argument("--record", metavar="DIR",
                         help="also write every page fetched into DIR in the fixtures format, to replay offline")
     parser.add_argument("--workers", type=_positive, metavar="N",
-                        help="download processes (default: crawl.workers in the config)")
+                        help="downloads at once: processes, threads or Dask threads (default: crawl.workers)")
+    parser.add_argument("--pool", choices=POOL_KINDS,
+                        help="where downloads run: process (default), thread, or dask (see crawl.pool)")
+    parser.add_argument("--dask-scheduler", metavar="ADDRESS",
+                        help="with --pool dask: a running scheduler, e.g. tcp://10.0.0.5:8786 "
+                             "(default: crawl.dask_scheduler; empty starts a local cluster)")
     parser.add_argument("--resume", nargs="?", const="latest", type=_run_id, metavar="RUN_ID",
                         help="complete an unfinished run, fetching only the pages it lacks (default: the latest)")
     noise = parser.add_mutually_exclusive_group()
@@ -119,11 +126,13 @@ def run_crawl(argv: list[str]) -> int:
     args = crawl_parser().parse_args(argv)
     try:
         config = load_config(args.config)
+        config = replace(config, pool=args.pool or config.pool,
+                         dask_scheduler=args.dask_scheduler if args.dask_scheduler is not None else config.dask_scheduler)
         db_path = args.db or config.database
         result = crawl(config, db_path=db_path, offline=args.offline, fixtures=args.fixtures,
                        workers=args.workers, resume=args.resume, record=args.record,
                        progress=Progress(quiet=args.quiet, verbose=args.verbose))
-    except (ConfigError, StoreError, OSError) as exc:
+    except (ConfigError, StoreError, PoolUnavailable, OSError) as exc:
         print(f"crawler: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Interrupted as stop:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .pools import POOL_KINDS
 from .sites import SITES
 
 DEFAULT_USER_AGENT = (
@@ -33,6 +34,8 @@ class Config:
     path: str
     database: str
     workers: int
+    pool: str
+    dask_scheduler: str
     start_method: str
     request_timeout: float
     page_deadline: float
@@ -49,6 +52,8 @@ class Config:
 # key: (type or types, default); a default of None means the key is required.
 _CRAWL_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "workers": (int, 4),
+    "pool": (str, "process"),
+    "dask_scheduler": (str, ""),
     "start_method": (str, "default"),
     "request_timeout": ((int, float), 10.0),
     "page_deadline": ((int, float), 60.0),
@@ -138,6 +143,8 @@ def parse_config(text: str, path: str = "crawl.toml") -> Config:
     for key in ("delay_per_host", "retry_backoff"):
         if settings[key] < 0:
             raise ConfigError(f"crawl.{key} cannot be negative, not {settings[key]}")
+    if settings["pool"] not in POOL_KINDS:
+        raise ConfigError(f"crawl.pool must be one of {', '.join(POOL_KINDS)}, not {settings['pool']!r}")
     if settings["start_method"] not in START_METHODS:
         raise ConfigError(f"crawl.start_method must be one of {', '.join(START_METHODS)}, not {settings['start_method']!r}")
     sites_raw = raw.get("sites", {})

@@ -76,20 +76,33 @@ class FetchError(Exception):
         return self.reason
 
 
-_session: requests.Session | None = None
 _settings: WorkerSettings | None = None
+# One Session per downloading thread: a process worker has one thread, a thread or Dask
+# worker several, and requests.Session is not safe to share between threads.
+_local = threading.local()
 
 
 def init_worker(settings: WorkerSettings) -> None:
-    """Pool initializer: one Session per worker, so connections and cookies are reused."""
-    global _session, _settings
+    """Process-pool initializer: set up downloads, and leave signals to the main process."""
     # The main process decides what Ctrl-C means; workers must not print tracebacks for it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A worker forked after the main process set its own SIGTERM handler would inherit it
     # and then ignore Pool.terminate(); a worker must die when told to.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    configure(settings)
+
+
+def configure(settings: WorkerSettings) -> None:
+    """Set up downloads in this process; each thread makes its Session on first use."""
+    global _settings
     _settings = settings
-    _session = make_session(settings)
+
+
+def thread_session() -> requests.Session:
+    """This thread's Session, made anew when the settings changed, reused (keep-alive) otherwise."""
+    if getattr(_local, "settings", None) is not _settings:
+        _local.session, _local.settings = make_session(_settings), _settings
+    return _local.session
 
 
 def make_session(settings: WorkerSettings) -> requests.Session:
@@ -111,7 +124,7 @@ def make_session(settings: WorkerSettings) -> requests.Session:
 
 def fetch(task: FetchTask) -> FetchResult:
     """Download one page within the page deadline, following redirects only inside the site."""
-    assert _session is not None and _settings is not None, "fetch() runs in a worker set up by init_worker"
+    assert _settings is not None, "fetch() runs in a worker set up by init_worker or configure"
     settings = _settings
     site = settings.sites[task.site]
     site_host = urlsplit(site.base_url).hostname
@@ -184,7 +197,7 @@ def _get(url: str, headers: dict[str, str], deadline: float, timeout: float) -> 
         raise FetchError(url, "page deadline passed before the response started", retryable=True)
     timeout = min(timeout, remaining)
     try:
-        return _session.get(url, headers=headers, stream=True, allow_redirects=False, timeout=timeout)
+        return thread_session().get(url, headers=headers, stream=True, allow_redirects=False, timeout=timeout)
     except requests.Timeout:
         raise FetchError(url, f"timed out: no answer within {timeout:g} s", retryable=True) from None
     except requests.RequestException as exc:

@@ -23,12 +23,9 @@ import sys
 import threading
 from functools import partial
 from multiprocessing.pool import ThreadPool
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-import requests
-
-from . import fetch as fetch_module
-from .fetch import WorkerSettings, init_worker, make_session
+from .fetch import WorkerSettings, configure, init_worker
 
 POOL_KINDS = ("process", "thread", "dask")
 DASK_MISSING = "the dask pool needs dask.distributed: pip install -e '.[dask]'"
@@ -44,8 +41,18 @@ class PoolUnavailable(Exception):
     """The chosen pool cannot be had (dask not installed, scheduler unreachable); the message is one line."""
 
 
+class Pool(Protocol):
+    """What the scheduler uses of a pool (multiprocessing.Pool's names and meanings)."""
+
+    def apply_async(self, fn: Callable[..., Any], args: tuple = ..., kwds: dict = ...,
+                    callback: Callable[[Any], Any] | None = ...,
+                    error_callback: Callable[[BaseException], Any] | None = ...) -> Any: ...
+
+    def terminate(self) -> None: ...
+
+
 def make_pool(kind: str, workers: int, settings: WorkerSettings, start_method: str | None = None,
-              dask_address: str | None = None) -> Any:
+              dask_address: str | None = None) -> Pool:
     """A Pool-shaped object of the given kind whose workers are set up to run crawler.fetch.fetch.
 
     start_method applies to the process pool only (Dask starts its worker processes with spawn).
@@ -54,35 +61,11 @@ def make_pool(kind: str, workers: int, settings: WorkerSettings, start_method: s
         context = multiprocessing.get_context(None if start_method in (None, "default") else start_method)
         return context.Pool(workers, initializer=init_worker, initargs=(settings,))
     if kind == "thread":
-        sessions = install_thread_sessions(settings)
-        return ThreadPool(workers, initializer=sessions.session)
+        # configure, not init_worker: signal handlers can only be set in the main thread.
+        return ThreadPool(workers, initializer=configure, initargs=(settings,))
     if kind == "dask":
         return DaskPool.start(workers, settings, address=dask_address or None)
     raise ValueError(f"unknown pool {kind!r} (known: {', '.join(POOL_KINDS)})")
-
-
-class ThreadSessions:
-    """Stands in for crawler.fetch's one Session: every thread that uses it gets its own."""
-
-    def __init__(self, settings: WorkerSettings) -> None:
-        self.settings = settings
-        self._local = threading.local()
-
-    def session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = make_session(self.settings)
-        return session
-
-    def __getattr__(self, name: str) -> Any:  # get, request, headers, ... of this thread's Session
-        return getattr(self.session(), name)
-
-
-def install_thread_sessions(settings: WorkerSettings) -> ThreadSessions:
-    """init_worker for threads: point crawler.fetch at per-thread Sessions, touch no signal."""
-    sessions = ThreadSessions(settings)
-    fetch_module._settings, fetch_module._session = settings, sessions
-    return sessions
 
 
 def _session_plugin_class() -> type:
@@ -103,7 +86,7 @@ def _session_plugin_class() -> type:
             # Our own worker processes share the terminal: Ctrl-C is for the driver to handle.
             if self.ignore_sigint and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-            install_thread_sessions(self.settings)
+            configure(self.settings)
 
     SessionPlugin.__module__, SessionPlugin.__qualname__ = __name__, "SessionPlugin"
     return SessionPlugin
@@ -120,6 +103,9 @@ def __getattr__(name: str) -> Any:
 class DaskPool:
     """A dask.distributed Client in the shape of multiprocessing.Pool, as the scheduler uses it."""
 
+    # Dask reruns a dead worker's tasks elsewhere; a new cluster would only cost seconds.
+    replace_when_task_lost = False
+
     def __init__(self, client: Any, cluster: Any = None) -> None:
         self.client, self.cluster = client, cluster
         self._futures: set[Any] = set()
@@ -133,12 +119,16 @@ class DaskPool:
         """Connect to the scheduler at address, or start a LocalCluster: a few processes, threads in each."""
         try:
             from distributed import Client, LocalCluster
+            from distributed.comm import get_address_host_port
         except ImportError:
             raise PoolUnavailable(DASK_MISSING) from None
         plugin_class = sys.modules[__name__].SessionPlugin
         cluster = client = None
         try:
             if address:
+                if not address.startswith("inproc://"):
+                    # A bad address checked here, not by Client(): a half-made Client complains at exit.
+                    get_address_host_port(address)
                 client = Client(address, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False)
             else:
                 n_workers = n_workers or (min(2, workers) if processes else 1)
@@ -151,9 +141,9 @@ class DaskPool:
         except BaseException as exc:
             pool = cls(client, cluster)
             pool.terminate()
-            if isinstance(exc, OSError) and address:
+            if isinstance(exc, (OSError, ValueError)) and address:  # unreachable, or not an address
                 raise PoolUnavailable(f"cannot reach the dask scheduler at {address}: {exc}") from None
-            if isinstance(exc, (ImportError, AttributeError)):  # remote workers without this package
+            if isinstance(exc, ImportError):  # remote workers without this package
                 raise PoolUnavailable(f"the dask workers cannot set up the crawler: {exc!r}") from None
             raise
         return cls(client, cluster)

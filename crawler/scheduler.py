@@ -11,7 +11,6 @@ Every wait has a bound: each task has a deadline, after which it is given up and
 from __future__ import annotations
 
 import heapq
-import multiprocessing
 import os
 import queue
 import random
@@ -29,9 +28,9 @@ from urllib.parse import urlsplit
 
 import sqlite_utils
 
-from . import pipeline, store
+from . import pipeline, pools, store
 from .config import Config, ConfigError
-from .fetch import FetchTask, SiteHTTP, WorkerSettings, fetch, init_worker
+from .fetch import FetchTask, SiteHTTP, WorkerSettings, fetch
 from .offline import FIXTURES
 from .pipeline import PageOutcome
 from .progress import Progress
@@ -84,10 +83,8 @@ def worker_settings(config: Config, fixtures: str | None) -> WorkerSettings:
     )
 
 
-def make_pool(config: Config, settings: WorkerSettings, workers: int):
-    method = None if config.start_method == "default" else config.start_method
-    context = multiprocessing.get_context(method)
-    return context.Pool(workers, initializer=init_worker, initargs=(settings,))
+def make_pool(config: Config, settings: WorkerSettings, workers: int) -> pools.Pool:
+    return pools.make_pool(config.pool, workers, settings, config.start_method, config.dask_scheduler or None)
 
 
 def shutdown_pool(pool: Any, timeout: float = 5.0) -> None:
@@ -109,10 +106,10 @@ def shutdown_pool(pool: Any, timeout: float = 5.0) -> None:
 class Scheduler:
     def __init__(self, config: Config, db: sqlite_utils.Database, run_id: int, make_pool: Callable[[], Any],
                  offline: bool, workers: int, blocked_dir: Path, progress: Progress | None = None,
-                 recorder: Recorder | None = None) -> None:
+                 recorder: Recorder | None = None, pool: Any = None) -> None:
         self.config, self.db, self.run_id = config, db, run_id
         self.make_pool = make_pool
-        self.pool = make_pool()
+        self.pool = pool if pool is not None else make_pool()
         self.blocked_dir = blocked_dir
         self.progress = progress or Progress(quiet=True)
         self.recorder = recorder
@@ -320,20 +317,24 @@ class Scheduler:
         A worker killed mid-task never answers. Worse, a worker killed while idle may die
         holding the pool's task-queue lock, after which no worker gets another task. So a
         lost task means a fresh pool: the lost page is retried, the others are resubmitted.
+        A pool that reschedules a dead worker's tasks itself (Dask) is kept.
         """
         now = time.monotonic()
         lost = [f for f in self.in_flight.values() if f.deadline <= now]
         if not lost:
             return
-        old, self.pool = self.pool, self.make_pool()
-        shutdown_pool(old)
+        replace = getattr(self.pool, "replace_when_task_lost", True)
+        if replace:
+            old, self.pool = self.pool, self.make_pool()
+            shutdown_pool(old)
         for flight in lost:
             self._handle(flight.task, PageOutcome(
                 flight.task, "error", retryable=True,
                 error="no answer from the worker before the page deadline (worker lost?)"))
-        for url, flight in list(self.in_flight.items()):
-            self._release(url)
-            self._queue(flight.task)
+        if replace:  # what the old pool was doing is lost with it
+            for url, flight in list(self.in_flight.items()):
+                self._release(url)
+                self._queue(flight.task)
 
     def close(self) -> None:
         shutdown_pool(self.pool)
@@ -399,14 +400,20 @@ def _crawl(config: Config, db_path: str, fixtures: str | None, workers: int, res
            record: str | Path | None, progress: Progress | None) -> CrawlResult:
     started = time.monotonic()
     db = store.open_db(db_path)
-    if resume is None:
-        run_id, done = store.start_run(db, config.path, config.text, fixtures is not None), set()
-    else:
-        run_id = store.reopen_run(db, resume)
-        done = store.pages_done(db, run_id)
-    recorder = Recorder(record, {s.name: s.base_url for s in config.sites}) if record else None
-    scheduler = Scheduler(config, db, run_id, partial(make_pool, config, worker_settings(config, fixtures), workers),
-                          fixtures is not None, workers, Path(db_path).resolve().parent, progress, recorder)
+    make = partial(make_pool, config, worker_settings(config, fixtures), workers)
+    pool = make()  # first: a pool that cannot start must leave no run behind
+    try:
+        if resume is None:
+            run_id, done = store.start_run(db, config.path, config.text, fixtures is not None), set()
+        else:
+            run_id = store.reopen_run(db, resume)
+            done = store.pages_done(db, run_id)
+        recorder = Recorder(record, {s.name: s.base_url for s in config.sites}) if record else None
+    except BaseException:
+        shutdown_pool(pool)
+        raise
+    scheduler = Scheduler(config, db, run_id, make, fixtures is not None, workers, Path(db_path).resolve().parent,
+                          progress, recorder, pool)
     scheduler.copies = store.stored_copies(db, run_id)
     try:
         with _stop_on_signals(scheduler):

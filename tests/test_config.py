@@ -37,6 +37,7 @@ def test_board_can_be_switched_off_and_base_url_moved():
     ('[crawl]\nworkers = 0\n[sites.douban]\n', "crawl.workers must be at least 1"),
     ('[crawl]\ndelay = 1\n[sites.douban]\n', "unknown key 'delay' in [crawl]"),
     ('[crawl]\nstart_method = "thread"\n[sites.douban]\n', "crawl.start_method must be one of"),
+    ('[crawl]\npool = "fibers"\n[sites.douban]\n', "crawl.pool must be one of process, thread, dask, not 'fibers'"),
     ('[sites.imdb]\n', "unknown site 'sites.imdb'"),
     ('[sites.maoyan]\nboards = ["top250"]\n', "unknown board 'top250' in sites.maoyan.boards"),
     ('[sites.maoyan]\nheaders = { Referer = 3 }\n', "sites.maoyan.headers.Referer must be a string"),

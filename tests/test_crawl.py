@@ -1,8 +1,10 @@
 """End to end: the real CLI in a subprocess, a real Pool, a real SQLite file."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -116,3 +118,35 @@ def test_a_database_that_cannot_be_written_is_one_line_and_exit_2(tmp_path):
 def test_console_script_does_the_same_as_python_m(tmp_path):
     result = subprocess.run(["crawler", "--help"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and "usage: crawler" in result.stdout and "--offline" in result.stdout
+
+
+@pytest.mark.parametrize("pool", ["thread", "dask"])
+def test_every_pool_stores_the_same_records(tmp_path, pool):
+    if pool == "dask":
+        pytest.importorskip("distributed")
+    columns = "site, board, rank, movie_id, title, score, release_date, votes, month_wish, obfuscated, updated"
+    query = f"select {columns} from records order by site, board, rank"
+    reference, other = tmp_path / "process.db", tmp_path / f"{pool}.db"
+    assert run_cli("crawl.toml", "--offline", "--db", str(reference), "-q").returncode == 0
+    result = run_cli("crawl.toml", "--offline", "--pool", pool, "--db", str(other), "-q")
+    assert result.returncode == 0, result.stderr
+    assert rows(other, query) == rows(reference, query) and len(rows(other, query)) == 410
+
+
+def test_the_dask_pool_without_dask_installed_says_how_to_get_it(tmp_path):
+    hidden = tmp_path / "hide"
+    for package in ("dask", "distributed"):
+        (hidden / package).mkdir(parents=True)
+        (hidden / package / "__init__.py").write_text("raise ImportError('not installed')\n")
+    env = dict(os.environ, PYTHONPATH=f"{hidden}{os.pathsep}{REPO}")
+    result = subprocess.run([sys.executable, "-m", "crawler", "crawl.toml", "--offline", "--pool", "dask",
+                             "--db", str(tmp_path / "m.db")], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == "crawler: error: the dask pool needs dask.distributed: pip install -e '.[dask]'\n"
+    assert rows(tmp_path / "m.db", "select count(*) n from runs") == [{"n": 0}]
+
+
+def test_a_bad_pool_name_is_refused(tmp_path):
+    result = run_cli("crawl.toml", "--pool", "fibers")
+    assert result.returncode == 2 and "invalid choice: 'fibers'" in result.stderr

@@ -9,7 +9,7 @@ import requests
 import responses
 
 from crawler import fetch as fetch_module
-from crawler.fetch import FetchError, FetchTask, SiteHTTP, WorkerSettings, fetch, make_session
+from crawler.fetch import FetchError, FetchTask, SiteHTTP, WorkerSettings, fetch
 
 BASE = "https://www.maoyan.com"
 
@@ -20,8 +20,8 @@ def worker(monkeypatch):
     settings = WorkerSettings(user_agent="test-agent/1.0", request_timeout=5, page_deadline=10,
                               max_page_bytes=10_000,
                               sites={"maoyan": SiteHTTP(BASE, {"Referer": BASE + "/"}, {"uuid": "abc"})})
-    monkeypatch.setattr(fetch_module, "_settings", settings)
-    monkeypatch.setattr(fetch_module, "_session", make_session(settings))
+    monkeypatch.setattr(fetch_module, "_settings", None)
+    fetch_module.configure(settings)
     return settings
 
 

@@ -61,8 +61,10 @@ def pool_of() -> Callable[..., Any]:
         shutdown_pool(pool)
 
 
-def run_one(pool: Any, task: FetchTask, timeout: float = 20.0) -> tuple[str, Any, int]:
-    """apply_async one fetch; return (which callback, its argument, the pid it ran in)."""
+def run_one(pool: Any, task: FetchTask, timeout: float = 20.0, keep: list | None = None) -> tuple[str, Any, int]:
+    """apply_async one fetch; return (which callback, its argument, the pid it ran in).
+
+    keep: a list to hold what apply_async returned (a dask future keeps its result alive)."""
     done = threading.Event()
     got: list[tuple[str, Any, int]] = []
 
@@ -70,7 +72,10 @@ def run_one(pool: Any, task: FetchTask, timeout: float = 20.0) -> tuple[str, Any
         got.append((kind, value, os.getpid()))
         done.set()
 
-    pool.apply_async(fetch, (task,), callback=lambda r: on("result", r), error_callback=lambda e: on("error", e))
+    handle = pool.apply_async(fetch, (task,), callback=lambda r: on("result", r),
+                              error_callback=lambda e: on("error", e))
+    if keep is not None:
+        keep.append(handle)
     assert done.wait(timeout), "no callback within the bound"
     return got[0]
 
@@ -137,7 +142,7 @@ def test_thread_pool_gives_each_thread_its_own_session(server):
 
     def session_of_this_thread() -> int:
         barrier.wait()  # all three threads at once, so no thread answers twice
-        return id(crawler.fetch._session.session())
+        return id(crawler.fetch.thread_session())
 
     try:
         ids = [pool.apply_async(session_of_this_thread) for _ in range(3)]
@@ -186,11 +191,12 @@ def test_dask_resubmitting_the_same_call_really_runs_it_again(server, pool_of):
     server.routes[PAGE] = fails_once
     pool = pool_of("dask", server_settings(server))
     task = FetchTask("maoyan", "top100", server.url + PAGE)
-    first = run_one(pool, task)
-    second = run_one(pool, task)  # the same function and the same argument, as a retry sends it
+    held: list = []  # the failed attempt's future is still alive, as it may be when a retry is sent
+    first = run_one(pool, task, keep=held)
+    second = run_one(pool, task, keep=held)  # the same function and the same argument, as a retry sends it
     assert first[0] == "error" and type(first[1]) is FetchError and first[1].retryable
     assert second[0] == "result" and second[1].status == 200
-    assert len(hits) == 2
+    assert len(hits) == 2 and held[0].key != held[1].key
 
 
 def test_dask_callback_that_raises_does_not_stop_the_later_ones(server, pool_of):
@@ -204,8 +210,9 @@ def test_dask_callback_that_raises_does_not_stop_the_later_ones(server, pool_of)
 def test_dask_address_uses_that_cluster_and_leaves_it_running(server):
     distributed = pytest.importorskip("dask.distributed")
     server.serve_fixtures("maoyan")
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp",
                                   dashboard_address="127.0.0.1:0") as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
         pool = make_pool("dask", 2, server_settings(server), dask_address=cluster.scheduler_address)
         try:
             assert run_one(pool, FetchTask("maoyan", "top100", server.url + PAGE))[0] == "result"
@@ -215,13 +222,15 @@ def test_dask_address_uses_that_cluster_and_leaves_it_running(server):
             assert client.submit(len, "still up").result(timeout=10) == 8
 
 
-def test_dask_scheduler_that_cannot_be_reached_is_one_clear_error(server, monkeypatch):
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:{port}", "127.0.0.1", "foo://127.0.0.1:{port}"])
+def test_dask_scheduler_that_cannot_be_reached_is_one_clear_error(address, server, monkeypatch):
     pytest.importorskip("dask.distributed")
     monkeypatch.setattr(pools, "DASK_CONNECT_TIMEOUT", 1.0)
-    address = f"tcp://127.0.0.1:{closed_port()}"
+    address = address.format(port=closed_port())
     started = time.monotonic()
-    with pytest.raises(PoolUnavailable, match=f"cannot reach the dask scheduler at {address}"):
+    with pytest.raises(PoolUnavailable, match=f"^cannot reach the dask scheduler at {address}: ") as caught:
         make_pool("dask", 2, server_settings(server), dask_address=address)
+    assert "\n" not in str(caught.value)
     assert time.monotonic() - started < 10
 
 
