@@ -32,6 +32,15 @@ def _answer(handler, answers, final):
     send(handler, status, body, headers)
 
 
+def start_slow_crawl(tmp_path, server, boards, seconds):
+    """A crawl in the background against pages that take `seconds` each, to be stopped mid-way."""
+    for path, route in fixture_pages("maoyan").items():
+        server.routes[path] = slow(route, seconds)
+    cfg = config(tmp_path, server, maoyan=boards, workers=2)
+    db = tmp_path / "m.db"
+    return start_cli(str(cfg), "--db", str(db)), cfg, db
+
+
 def pages_stored(db) -> int:
     """Pages stored so far by a crawl that may not have created its tables yet."""
     try:
@@ -198,14 +207,9 @@ def test_douban_refusals_are_blocks(tmp_path, server):
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_keeps_what_was_stored_and_resume_completes_it(tmp_path, server, signum, code):
-    for path, route in fixture_pages("maoyan").items():
-        server.routes[path] = slow(route, 0.3)
-    cfg = config(tmp_path, server, maoyan=("top100", "most-wanted"), workers=2)
-    db = tmp_path / "m.db"
-    crawl = start_cli(str(cfg), "--db", str(db))
+    crawl, cfg, db = start_slow_crawl(tmp_path, server, ("top100", "most-wanted"), 0.3)
     try:
-        wait_for(lambda: pages_stored(db) >= 3,
-                 what="three pages stored")
+        wait_for(lambda: pages_stored(db) >= 3, what="three pages stored")
         crawl.send_signal(signum)
         out, err = crawl.communicate(timeout=20)
     finally:
@@ -228,11 +232,7 @@ def test_interrupt_keeps_what_was_stored_and_resume_completes_it(tmp_path, serve
 
 
 def test_kill_9_leaves_a_sound_database_that_resumes(tmp_path, server):
-    for path, route in fixture_pages("maoyan").items():
-        server.routes[path] = slow(route, 0.2)
-    cfg = config(tmp_path, server, maoyan=("top100",), workers=2)
-    db = tmp_path / "m.db"
-    crawl = start_cli(str(cfg), "--db", str(db))
+    crawl, cfg, db = start_slow_crawl(tmp_path, server, ("top100",), 0.2)
     try:
         wait_for(lambda: pages_stored(db) >= 2,
                  what="two pages stored")
@@ -371,11 +371,7 @@ def test_a_page_cut_short_is_retried_then_reported(tmp_path, server):
 
 
 def test_a_second_ctrl_c_stops_at_once_and_the_database_stays_sound(tmp_path, server):
-    for path, route in fixture_pages("maoyan").items():
-        server.routes[path] = slow(route, 0.3)
-    cfg = config(tmp_path, server, maoyan=("top100", "most-wanted"), workers=2)
-    db = tmp_path / "m.db"
-    crawl = start_cli(str(cfg), "--db", str(db))
+    crawl, cfg, db = start_slow_crawl(tmp_path, server, ("top100", "most-wanted"), 0.3)
     try:
         wait_for(lambda: pages_stored(db) >= 2, what="two pages stored")
         crawl.send_signal(signal.SIGINT)
