@@ -112,26 +112,26 @@ def save_page(db: sqlite_utils.Database, run_id: int, page: dict[str, Any],
     """
     with db.atomic():
         if html is not None:
-            db["page_html"].upsert({
+            db["page_html"].insert({
                 "run_id": run_id, "url": page["url"], "fetched": now(),
                 "content_type": html.get("content_type"), "etag": html.get("etag"),
                 "last_modified": html.get("last_modified"), "html": zlib.compress(html["body"], 6),
-            }, pk=("run_id", "url"))
+            }, replace=True)
         count = save_records(db, run_id, page["site"], page["board"], page["url"], records)
-        db["pages"].upsert({"run_id": run_id, "fetched": now(), "records": count, **page},
-                           pk=("run_id", "url"))
+        db["pages"].insert({"run_id": run_id, "fetched": now(), "records": count, **page}, replace=True)
 
 
 def save_records(db: sqlite_utils.Database, run_id: int, site: str, board: str, page_url: str,
                  records: Iterable[dict[str, Any]]) -> int:
-    """Upsert one page's records and their movies; the caller holds the transaction."""
+    """Store one page's records and their movies; the caller holds the transaction."""
     rows = [_record_row(run_id, site, board, page_url, record) for record in records]
     if rows:
-        db["records"].upsert_all(rows, pk=RECORD_KEY)
-        db["movies"].upsert_all(
+        # Whole rows replaced by key: one statement a row, where an upsert takes two.
+        db["records"].insert_all(rows, replace=True)
+        db["movies"].insert_all(
             [{"site": r["site"], "movie_id": r["movie_id"], "last_run_id": run_id,
               **{name: r.get(name) for name in MOVIE_COLUMNS}} for r in rows if r.get("movie_id")],
-            pk=("site", "movie_id"))
+            replace=True)
     return len(rows)
 
 
