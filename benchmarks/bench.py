@@ -26,6 +26,7 @@ import argparse
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -91,6 +92,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_stat() -> tuple[float, float]:
+    """(busy, steal): CPU seconds the machine's CPUs ran something (user, nice, system, irq,
+    softirq), and seconds the hypervisor gave them to someone else, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]] + [0] * 8
+    tick = os.sysconf("SC_CLK_TCK")
+    return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / tick, fields[7] / tick
+
+
+def busy_cpu_seconds() -> float:
+    return cpu_stat()[0]
+
+
 class MemorySampler(threading.Thread):
     """Every `interval` s: the sum of Pss over a process and its descendants; keeps the peak."""
 
@@ -99,6 +113,7 @@ class MemorySampler(threading.Thread):
         self.root, self.interval = root, interval
         self.peak_kb = 0
         self.peak_processes = 0
+        self.peak_main_kb = 0
         self.samples = 0
         self.cpu = 0.0  # this thread's own CPU time, to know what measuring costs
         self.done = threading.Event()
@@ -126,6 +141,8 @@ class MemorySampler(threading.Thread):
             self.samples += 1
             if total > self.peak_kb:
                 self.peak_kb, self.peak_processes = total, len(tree)
+                # tree[0] is the crawl's main process; the rest are its workers (and theirs)
+                self.peak_main_kb = sizes[0] if tree and tree[0] == self.root else 0
             self.done.wait(self.interval)
         self.cpu = time.thread_time() - start
 
@@ -138,12 +155,18 @@ def run_measured(cmd: list[str], out: Path, interval: float, timeout: float) -> 
     sampler = MemorySampler(proc.pid, interval)
     if interval > 0:
         sampler.start()
+    busy0, steal0 = cpu_stat()
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        for pid in process_tree(proc.pid):  # the pool's workers too, not only the crawl's main process
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
         output, _ = proc.communicate()
         output += f"\n(killed after {timeout:g} s)"
+    busy, steal = (b - a for a, b in zip((busy0, steal0), cpu_stat()))
     sampler.done.set()
     if interval > 0:
         sampler.join()
@@ -152,8 +175,9 @@ def run_measured(cmd: list[str], out: Path, interval: float, timeout: float) -> 
         report = json.loads(out.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         report = {"complete": False, "error": f"no report (exit {proc.returncode})"}
-    report.update(exit=proc.returncode, process_wall=wall, peak_pss_kb=sampler.peak_kb,
-                  peak_processes=sampler.peak_processes, samples=sampler.samples, sampler_cpu=sampler.cpu,
+    report.setdefault("elapsed", None)
+    report.update(exit=proc.returncode, machine_busy_cpu=busy, steal=steal / max(wall, 1e-9), process_wall=wall,
+                  peak_pss_kb=sampler.peak_kb, peak_main_pss_kb=sampler.peak_main_kb, peak_processes=sampler.peak_processes, samples=sampler.samples, sampler_cpu=sampler.cpu,
                   output=output.strip()[-3000:])
     return report
 
@@ -187,6 +211,17 @@ class Server:
                 self.proc.wait()
 
 
+def wait_idle(limit: float, max_wait: float) -> float:
+    """Wait until the machine's CPUs were less than `limit` cores busy over one second."""
+    end = time.monotonic() + max_wait
+    while True:
+        busy0 = busy_cpu_seconds()
+        time.sleep(1.0)
+        load = busy_cpu_seconds() - busy0
+        if load < limit or time.monotonic() > end:
+            return load
+
+
 def one_run(tool: str, server: Server, pages: int, concurrency: int, args, tmp: Path) -> dict:
     db = tmp / f"{tool}-{concurrency}-{pages}.db"
     out = tmp / f"{tool}-{concurrency}-{pages}.json"
@@ -195,19 +230,32 @@ def one_run(tool: str, server: Server, pages: int, concurrency: int, args, tmp: 
            "--concurrency", str(concurrency), "--db", str(db), "--out", str(out)]
     if tool == "crawler" and args.profile != "none":
         cmd += ["--profile", args.profile]
+    if tool == "crawler" and args.per_host:
+        cmd += ["--per-host", str(args.per_host)]
+    if args.wait_idle:
+        load = wait_idle(0.1, args.wait_idle)
+        if load >= 0.1:
+            print(f"  (machine still {load:.2f} cores busy after waiting {args.wait_idle:g} s)", flush=True)
     before, server_cpu = server.stats(), server.cpu()
-    # Bounded: ten times the latency limit's time, and at least a minute.
-    timeout = max(60.0, 10 * pages * args.latency_ms / 1000.0 / concurrency)
+    # Bounded: --timeout, or 50 times the latency limit's time and at least two minutes.
+    timeout = args.timeout or max(120.0, 50 * pages * args.latency_ms / 1000.0 / concurrency)
     report = run_measured(cmd, out, args.sample_ms / 1000.0, timeout)
+    report.update(tool=tool, pages=pages, concurrency=concurrency)
     after = server.stats()
     report["server_requests"] = after["served"] + after["not_found"] - before["served"] - before["not_found"]
     report["server_cpu"] = server.cpu() - server_cpu
-    limit = concurrency / (args.latency_ms / 1000.0) if args.latency_ms > 0 else float("inf")
+    in_flight = min(concurrency, args.per_host or concurrency) if tool == "crawler" else concurrency
+    limit = in_flight / (args.latency_ms / 1000.0) if args.latency_ms > 0 else float("inf")
     elapsed = report.get("elapsed") or report["process_wall"]
     report["pages_per_s"] = report.get("pages_ok", 0) / elapsed if elapsed else 0.0
     report["limit"] = limit
     report["share_of_limit"] = report["pages_per_s"] / limit
     report["cpu_ms_per_page"] = 1000 * (report.get("cpu_parent", 0) + report.get("cpu_workers", 0)) / max(pages, 1)
+    # What else kept the machine's CPUs busy meanwhile (other programs, and this benchmark's
+    # own sampler), in cores: on a 2-core machine anything above ~0.1 skews the figures.
+    own = (report.get("cpu_process_total") or report.get("cpu_parent", 0) + report.get("cpu_workers", 0)) \
+        + report["server_cpu"] + report["sampler_cpu"]
+    report["other_load"] = max(0.0, report["machine_busy_cpu"] - own) / max(report["process_wall"], 1e-9)
     report["peak_mb"] = report["peak_pss_kb"] / 1024 if report["samples"] else None
     return report
 
@@ -219,14 +267,18 @@ def fmt(value, spec: str, missing: str = "-") -> str:
 
 def table(reports: list[dict]) -> str:
     head = ("tool", "in flight", "pages", "pages/s", "% of limit", "CPU ms/page", "(main+workers)",
-            "peak MB", "procs", "1st page s", "stored", "records")
+            "peak MB", "(main+rest)", "procs", "1st page s", "last page s", "total s", "stored", "records")
     rows = [head]
     for r in reports:
         rows.append((
             r["tool"], str(r["concurrency"]), str(r["pages"]), fmt(r["pages_per_s"], ".1f"),
             fmt(100 * r["share_of_limit"], ".1f"), fmt(r["cpu_ms_per_page"], ".2f"),
             f"{1000 * r.get('cpu_parent', 0) / r['pages']:.2f}+{1000 * r.get('cpu_workers', 0) / r['pages']:.2f}",
-            fmt(r["peak_mb"], ".1f"), str(r["peak_processes"] or "-"), fmt(r.get("first_page"), ".3f"),
+            fmt(r["peak_mb"], ".1f"),
+            f"{r['peak_main_pss_kb'] / 1024:.0f}+{(r['peak_pss_kb'] - r['peak_main_pss_kb']) / 1024:.0f}"
+            if r["peak_mb"] else "-",
+            str(r["peak_processes"] or "-"), fmt(r.get("first_page"), ".3f"),
+            fmt(r.get("last_page"), ".2f"), fmt(r.get("elapsed"), ".2f"),
             f"{r.get('pages_ok', 0)}/{r['pages']}", str(r.get("records", 0)),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
@@ -302,8 +354,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="a few pages, fast: for CI")
     parser.add_argument("--profile", choices=("none", "timers", "cprofile"), default="none",
                         help="time the crawler's main-process work per page (timers) or cProfile it")
+    parser.add_argument("--per-host", type=int, default=None, metavar="N",
+                        help="the crawler's max_in_flight_per_host (default: the concurrency); below it, "
+                             "the limit is N / latency")
     parser.add_argument("--sample-ms", type=float, default=50.0,
                         help="memory sampling interval (default 50; 0: no sampling, no peak memory)")
+    parser.add_argument("--timeout", type=float, default=None, metavar="S",
+                        help="give up a run after S seconds (default: 50x the latency limit's time, >= 120)")
+    parser.add_argument("--wait-idle", type=float, default=0, metavar="S",
+                        help="before each run, wait up to S seconds for the machine's other load to drop")
     parser.add_argument("--json", metavar="FILE", help="also write every run's report to FILE")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed too")
     args = parser.parse_args(argv)
@@ -334,8 +393,8 @@ def main(argv: list[str] | None = None) -> int:
                     reports.append(report)
                     print(f"  {tool} at {concurrency}: {report['pages_per_s']:.1f} pages/s, "
                           f"{report.get('pages_ok', 0)}/{args.pages} pages stored "
-                          f"({report['server_requests']} requests; server {report['server_cpu']:.2f} s CPU)",
-                          flush=True)
+                          f"({report['server_requests']} requests; server {report['server_cpu']:.2f} s CPU; "
+                          f"other load {report['other_load']:.2f} cores, steal {report['steal']:.2f})", flush=True)
                     if not report.get("complete"):
                         print(f"    INCOMPLETE: {report.get('error') or ''}\n    " +
                               report["output"].replace("\n", "\n    "), flush=True)
@@ -346,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(table(reports))
-    limits = sorted({(r["concurrency"], r["limit"]) for r in reports})
+    limits = sorted({(r["concurrency"], r["limit"]) for r in reports if r["tool"] == "crawler"})
     print("latency limit (in flight / latency): " + ", ".join(f"{c}: {lim:.0f} pages/s" for c, lim in limits))
     for concurrency in args.concurrency:
         by = {r["tool"]: r for r in reports if r["concurrency"] == concurrency}
@@ -358,6 +417,11 @@ def main(argv: list[str] | None = None) -> int:
                      if by["crawler"]["peak_mb"] and by["scrapy"]["peak_mb"] else ""))
     sampler_cpu = sum(r["sampler_cpu"] for r in reports)
     print(f"(memory sampled every {args.sample_ms:g} ms; the sampler used {sampler_cpu:.2f} s CPU in all)")
+    busy = [r for r in reports if r["other_load"] > 0.15]
+    if busy:
+        print("WARNING: other programs kept the CPUs busy during " +
+              ", ".join(f"{r['tool']} at {r['concurrency']} ({r['other_load']:.2f} cores)" for r in busy) +
+              ": those figures are low")
     checks = targets(reports, args)
     for text, ok in checks:
         print(f"target {'met   ' if ok else 'MISSED'}: {text}")

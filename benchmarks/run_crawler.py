@@ -40,13 +40,13 @@ from crawler.sites import SITES, Board  # noqa: E402
 PAGE_PATH = "/board/4?offset={}"
 
 
-def config_text(base_url: str, concurrency: int, db: str) -> str:
+def config_text(base_url: str, concurrency: int, db: str, per_host: int | None = None) -> str:
     return (
         f'database = "{db}"\n'
         "[crawl]\n"
         f"workers = {concurrency}\n"
         "delay_per_host = 0.0\n"
-        f"max_in_flight_per_host = {concurrency}\n"
+        f"max_in_flight_per_host = {per_host or concurrency}\n"
         "[sites.maoyan]\n"
         f'base_url = "{base_url}"\n'
         'boards = ["top100"]\n'
@@ -126,6 +126,16 @@ def install_timers(timers: Timers) -> None:
     S._wait_time = timers.wrap("main: Scheduler._wait_time", S._wait_time)
     S._reap_lost = timers.wrap("main: Scheduler._reap_lost", S._reap_lost)
     S._submit = timers.wrap("main: Scheduler._submit (apply_async)", S._submit)
+    # Once per crawl, before the first page and after the last (whatever this version has).
+    for owner, name, label in ((S, "add_boards", "start: Scheduler.add_boards (pages noted pending)"),
+                               (store, "open_db", "start: store.open_db"),
+                               (store, "start_run", "start: store.start_run"),
+                               (store, "finish_run", "end: store.finish_run (all)"),
+                               (store, "run_counts", "end: store.run_counts"),
+                               (store, "new_entries", "end: store.new_entries"),
+                               (S, "close", "end: Scheduler.close (pool shutdown)")):
+        if hasattr(owner, name):
+            setattr(owner, name, timers.wrap(label, getattr(owner, name)))
 
 
 def install_cprofile(out_dir: Path):
@@ -179,18 +189,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--profile", choices=("none", "timers", "cprofile"), default="none")
+    parser.add_argument("--per-host", type=int, default=None, help="max_in_flight_per_host (default: --concurrency)")
     args = parser.parse_args(argv)
 
     install_board(args.pages)
-    config = parse_config(config_text(args.base_url, args.concurrency, args.db), "bench.toml")
+    config = parse_config(config_text(args.base_url, args.concurrency, args.db, args.per_host), "bench.toml")
 
     first_stored: list[float] = []
     save_page = store.save_page
 
+    last_stored: list[float] = [0.0]
+
     def noting_save_page(*a, **kw):
         save_page(*a, **kw)
+        last_stored[0] = time.perf_counter()
         if not first_stored:
-            first_stored.append(time.perf_counter())
+            first_stored.append(last_stored[0])
 
     store.save_page = noting_save_page
     timers = Timers()
@@ -227,11 +241,15 @@ def main(argv: list[str] | None = None) -> int:
         "tool": "crawler",
         "pages": args.pages,
         "concurrency": args.concurrency,
+        "per_host": args.per_host or args.concurrency,
         "elapsed": elapsed,
         "first_page": (first_stored[0] - started) if first_stored else None,
+        "last_page": (last_stored[0] - started) if first_stored else None,
         "cpu_parent": cpu(self1) - cpu(self0),
         "cpu_workers": cpu(children1) - cpu(children0),
         "max_rss_parent_kb": self1.ru_maxrss,
+        # Everything this process and its reaped children used, imports included.
+        "cpu_process_total": cpu(self1) + cpu(children1),
         "threads_cpu": threads_cpu,
         "status": result.status if result else None,
         "error": error,

@@ -89,6 +89,7 @@ class SQLitePipeline:
     """Each page's records and its page row in one transaction."""
 
     first_stored: float | None = None
+    last_stored: float | None = None
 
     def __init__(self, db: str) -> None:
         self.path = db
@@ -120,8 +121,9 @@ class SQLitePipeline:
             self.conn.execute("insert or replace into pages values (?, ?, ?, ?, ?)",
                               (item["url"], item["status"], item["bytes"], len(item["records"]),
                                "ok" if item["records"] else "error"))
+        SQLitePipeline.last_stored = time.perf_counter()
         if SQLitePipeline.first_stored is None:
-            SQLitePipeline.first_stored = time.perf_counter()
+            SQLitePipeline.first_stored = SQLitePipeline.last_stored
         return item
 
 
@@ -175,9 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         "concurrency": args.concurrency,
         "elapsed": elapsed,
         "first_page": (SQLitePipeline.first_stored - started) if SQLitePipeline.first_stored else None,
+        "last_page": (SQLitePipeline.last_stored - started) if SQLitePipeline.last_stored else None,
         "cpu_parent": cpu(self1) - cpu(self0),
         "cpu_workers": cpu(children1) - cpu(children0),
         "max_rss_parent_kb": self1.ru_maxrss,
+        # Everything this process and its reaped children used, imports included.
+        "cpu_process_total": cpu(self1) + cpu(children1),
         **check(args.db, args.pages),
     }
     Path(args.out).write_text(json.dumps(report, indent=1), encoding="utf-8")

@@ -11,7 +11,19 @@ import re
 from typing import Any
 from urllib.parse import urljoin
 
-from .common import BoardPage, NotABoardPage, clean, page_title, pager_urls, soup_of, to_float, to_int
+from .common import (
+    BoardPage,
+    NotABoardPage,
+    Tags,
+    clean,
+    has_class,
+    is_tag,
+    page_title,
+    parse_parts,
+    pager_urls,
+    to_float,
+    to_int,
+)
 
 _SUBJECT_ID = re.compile(r"/subject/(\d+)")
 _VOTES = re.compile(r"(\d[\d,]*)\s*人评价")
@@ -20,32 +32,33 @@ _CREDIT = re.compile(r"(导演|主演)\s*[:：]\s*(.*)")
 
 def parse_board(html: str, url: str) -> BoardPage:
     """Parse one Top 250 page; raise NotABoardPage for anything that is not one."""
-    soup = soup_of(html)
-    items = soup.select("div.item")
+    tags = parse_parts(html, ("div", "item"), ("div", "paginator"))
+    items = tags.all("div", "item")
     if not items:
-        raise NotABoardPage(f"no div.item entries on Douban page (title: {page_title(soup)!r})")
-    hrefs = [a.get("href") for a in soup.select("div.paginator a[href]")]
+        raise NotABoardPage(f"no div.item entries on Douban page (title: {page_title(tags.root)!r})")
+    hrefs = [a.get("href") for a in tags.all("a", within=("div", "paginator"), attr="href")]
     return BoardPage(
-        records=[_record(item, url) for item in items],
+        records=[_record(Tags(item), url) for item in items],
         updated=None,
         page_urls=pager_urls(hrefs, url, "start"),
     )
 
 
-def _record(item: Any, page_url: str) -> dict[str, Any]:
-    """One `div.item` as a record dict; rank and title are mandatory."""
-    rank = to_int(_text(item.select_one("div.pic em") or item.find("em")))
-    titles = item.select("div.hd span.title") or item.select("span.title")
+def _record(tags: Tags, page_url: str) -> dict[str, Any]:
+    """One `div.item` (the index of its tags) as a record dict; rank and title are mandatory."""
+    rank = to_int(_text(tags.first("em", within=("div", "pic")) or tags.first("em")))
+    titles = tags.all("span", "title", within=("div", "hd")) or tags.all("span", "title")
     title = clean(titles[0].get_text()) if titles else None
     if rank is None or not title or title.startswith("/"):  # "/ Original title" is never the main one
         raise NotABoardPage(f"Douban entry without rank or title (rank={rank}, title={title!r})")
-    link = item.select_one("div.hd a[href]") or item.select_one("div.pic a[href]")
+    link = (tags.first("a", within=("div", "hd"), attr="href")
+            or tags.first("a", within=("div", "pic"), attr="href"))
     href = link.get("href") if link else None
     subject = _SUBJECT_ID.search(href or "")
-    img = item.select_one("div.pic img")
-    others = [_strip_slash(t.get_text()) for t in titles[1:] + item.select("span.other")]
-    quote = item.select_one("p.quote span") or item.select_one("span.inq")
-    votes = item.find(string=_VOTES)
+    img = tags.first("img", within=("div", "pic"))
+    others = [_strip_slash(t.get_text()) for t in titles[1:] + tags.all("span", "other")]
+    quote = tags.first("span", within=("p", "quote")) or tags.first("span", "inq")
+    votes = next((s for s in tags.strings if _VOTES.search(s)), None)
     record: dict[str, Any] = {
         "rank": rank,
         "movie_id": subject.group(1) if subject else None,
@@ -53,12 +66,14 @@ def _record(item: Any, page_url: str) -> dict[str, Any]:
         "other_titles": " / ".join(o for o in others if o) or None,
         "url": urljoin(page_url, href) if href else None,
         "poster_url": img.get("src") if img else None,
-        "score": to_float(_text(item.select_one("span.rating_num"))),
+        "score": to_float(_text(tags.first("span", "rating_num"))),
         "votes": to_int(_VOTES.search(votes).group(1)) if votes else None,
         "quote": _text(quote),
-        "playable": item.select_one("span.playable") is not None,
+        "playable": tags.first("span", "playable") is not None,
     }
-    record.update(_details(item.select_one("div.bd > p:not(.quote)")))
+    # div.bd > p:not(.quote)
+    details = (p for p in tags.all("p") if is_tag(p.parent, "div", "bd") and not has_class(p, "quote"))
+    record.update(_details(next(details, None)))
     return record
 
 

@@ -14,11 +14,13 @@ from urllib.parse import urljoin
 from .common import (
     BoardPage,
     NotABoardPage,
+    Tags,
     clean,
     is_obfuscated,
+    is_tag,
     page_title,
+    parse_parts,
     pager_urls,
-    soup_of,
     to_float,
     to_int,
 )
@@ -39,33 +41,33 @@ _NUMBERS = {
 
 def parse_board(html: str, url: str) -> BoardPage:
     """Parse one Maoyan board page; raise NotABoardPage for anything that is not one."""
-    soup = soup_of(html)
-    title = page_title(soup)
+    tags = parse_parts(html, ("dl", "board-wrapper"), ("p", "update-time"), ("ul", "list-pager"))
+    title = page_title(tags.root)
     if (title and _VERIFY_TITLE in title) or "verify.maoyan.com" in url:
         raise NotABoardPage(f"Maoyan verification page ({_VERIFY_TITLE})", blocked=True)
-    entries = soup.select("dl.board-wrapper > dd")
+    entries = [dd for dd in tags.all("dd") if is_tag(dd.parent, "dl", "board-wrapper")]
     if not entries:
         raise NotABoardPage(f"no board entries on Maoyan page (title: {title!r})")
-    update = soup.select_one("p.update-time")
+    update = tags.first("p", "update-time")
     updated = clean("".join(update.find_all(string=True, recursive=False))) if update else None
-    hrefs = [a.get("href") for a in soup.select("ul.list-pager a[href]")]
+    hrefs = [a.get("href") for a in tags.all("a", within=("ul", "list-pager"), attr="href")]
     return BoardPage(
-        records=[_record(dd, url) for dd in entries],
+        records=[_record(Tags(dd), url) for dd in entries],
         updated=updated,
         page_urls=pager_urls(hrefs, url, "offset"),
     )
 
 
-def _record(dd: Any, page_url: str) -> dict[str, Any]:
-    """One `dd` entry as a record dict; rank and title are mandatory."""
-    rank = to_int(_text(dd.select_one("i.board-index")))
-    link = dd.select_one("p.name a") or dd.select_one("a.image-link")
+def _record(tags: Tags, page_url: str) -> dict[str, Any]:
+    """One `dd` entry (the index of its tags) as a record dict; rank and title are mandatory."""
+    rank = to_int(_text(tags.first("i", "board-index")))
+    link = tags.first("a", within=("p", "name")) or tags.first("a", "image-link")
     title = (clean(link.get_text()) or clean(link.get("title"))) if link else None
     if rank is None or not title:
         raise NotABoardPage(f"Maoyan entry without rank or title (rank={rank}, title={title!r})")
     href = link.get("href") or ""
     film = _FILM_ID.search(href)
-    img = dd.select_one("img.board-img")
+    img = tags.first("img", "board-img")
     poster = (img.get("data-src") or img.get("src")) if img else None
     if poster and poster.startswith("//"):
         poster = "https:" + poster
@@ -75,12 +77,12 @@ def _record(dd: Any, page_url: str) -> dict[str, Any]:
         "title": title,
         "url": urljoin(page_url, href) if href else None,
         "poster_url": poster,
-        "actors": _actors(_text(dd.select_one("p.star"))),
+        "actors": _actors(_text(tags.first("p", "star"))),
     }
-    record.update(_release(_text(dd.select_one("p.releasetime"))))
+    record.update(_release(_text(tags.first("p", "releasetime"))))
     hidden: list[str] = []
-    record["score"] = _score(dd.select_one("p.score"), hidden)
-    for p in dd.select("div.movie-item-number p"):
+    record["score"] = _score(tags.first("p", "score"), hidden)
+    for p in tags.all("p", within=("div", "movie-item-number")):
         for cls in p.get("class", []):
             if cls in _NUMBERS:
                 record.update(_number(p, *_NUMBERS[cls], hidden))

@@ -4,12 +4,13 @@ These pages are not part of the project; the module is skipped where they are ab
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from parsers import douban, maoyan
-from parsers.common import BoardPage
+from parsers.common import BoardPage, NotABoardPage, Tags, soup_of
 
 REALSITE = Path(__file__).resolve().parents[1].parent / "shared" / "realsite"
 if not REALSITE.is_dir():
@@ -43,6 +44,21 @@ def parse(name: str) -> BoardPage:
     return parser.parse_board((REALSITE / name).read_bytes().decode("utf-8"), url)
 
 
+def outcome(name: str, html: str, whole_document: bool = False) -> object:
+    """What the parser makes of `html` served as page `name`; with whole_document, reading
+    a soup of the whole page instead of the fast path's soup of its board."""
+    parser = maoyan if name.startswith("maoyan/") else douban
+    url = EXPECTED[name][0] if name in EXPECTED else (MAOYAN if parser is maoyan else DOUBAN)
+    with pytest.MonkeyPatch.context() as patch:
+        if whole_document:
+            patch.setattr(parser, "parse_parts", lambda html, *parts: Tags(soup_of(html)))
+        try:
+            page = parser.parse_board(html, url)
+        except NotABoardPage as e:
+            return ("not a board", e.reason, e.blocked)
+    return (page.records, page.updated, page.page_urls)
+
+
 def rank(name: str, n: int) -> dict:
     return next(r for r in parse(name).records if r["rank"] == n)
 
@@ -59,6 +75,21 @@ def test_rows_and_consecutive_ranks(name: str) -> None:
     for r in page.records:
         assert r["title"] and r["movie_id"].isdigit() and r["score"] is not None
         assert r["url"].startswith("https://") and r["poster_url"].startswith("http")
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_fast_path_reads_like_the_whole_document(name: str) -> None:
+    """Also with CRLF, start tags wrapped over lines, no indentation, and cut short."""
+    html = (REALSITE / name).read_bytes().decode("utf-8")
+    variants = {
+        "as saved": html,
+        "crlf": re.sub(r"\r?\n", "\r\n", html),
+        "wrapped start tags": re.sub(r"<(\w+) (class|href)=", r"<\1\n      \2=", html),
+        "no whitespace between tags": re.sub(r">\s+<", "><", html),
+        **{f"cut at {n}/6": html[: len(html) * n // 6] for n in range(1, 6)},
+    }
+    for variant, text in variants.items():
+        assert outcome(name, text) == outcome(name, text, whole_document=True), variant
 
 
 def test_every_listed_page_is_present() -> None:
