@@ -88,7 +88,7 @@ def _ensure_tables(db: sqlite_utils.Database) -> None:
             "run_id": int, "url": str, "fetched": str, "content_type": str, "etag": str,
             "last_modified": str, "html": bytes,  # zlib-compressed bytes as received
         }, pk=("run_id", "url"), if_not_exists=True, foreign_keys=[("run_id", "runs", "id")])
-        db["records"].create_index(["site", "board", "movie_id"], if_not_exists=True)
+        db["records"].create_index(["site", "board", "movie_id", "run_id"], if_not_exists=True)
         db["records"].create_index(["title"], if_not_exists=True)
     if not db["movies"].detect_fts():
         # Trigram: Chinese titles have no spaces, so words cannot be the unit of search.
@@ -191,14 +191,16 @@ def finish_run(db: sqlite_utils.Database, run_id: int, status: str, message: str
 
 def new_entries(db: sqlite_utils.Database, run_id: int) -> int:
     """Entries of this run's boards that the previous run of the same board did not have."""
+    # The previous run of each board is found once; each entry is then one index lookup.
     return db.execute("""
-        select count(*) from records r
-        where r.run_id = :run and exists (
-            select 1 from records p where p.site = r.site and p.board = r.board and p.run_id < :run
-        ) and not exists (
-            select 1 from records p where p.site = r.site and p.board = r.board and p.movie_id = r.movie_id
-            and p.run_id = (select max(run_id) from records q
-                            where q.site = r.site and q.board = r.board and q.run_id < :run)
+        with previous as (
+            select site, board, max(run_id) as run_id from records where run_id < :run group by site, board
+        )
+        select count(*) from records r join previous on previous.site = r.site and previous.board = r.board
+        where r.run_id = :run and not exists (
+            select 1 from records p indexed by idx_records_site_board_movie_id_run_id
+            where p.site = r.site and p.board = r.board and p.movie_id = r.movie_id
+              and p.run_id = previous.run_id
         )""", {"run": run_id}).fetchone()[0]
 
 
