@@ -205,7 +205,8 @@ class _Builder:
         above = [a.tag for a in el.iterancestors()]  # innermost first
         containers = self._bs4.string_containers
         string_class = next((containers[name] for name in above if name in containers), NavigableString)
-        return _Context(False, string_class, any(name in self._bs4.preserve_whitespace_tags for name in above))
+        preserve = any(name in self._bs4.preserve_whitespace_tags for name in above)
+        return _Context(False, string_class, preserve)
 
     def element(self, el: Any, parent: Tag, context: _Context) -> None:
         name, text = el.tag, el.text  # each read of an lxml property makes a new str
@@ -267,12 +268,15 @@ class Tags:
 
     Stands in for soupsieve's select (~80 µs a call here) and bs4's find (~20 µs): the
     tags are indexed once, and each field then looks only at the few tags of its key.
+    As with CSS selectors, the inside of a <template> is left out unless `in_template`
+    (as bs4's find() sees it) is asked for.
     """
 
     def __init__(self, root: Tag) -> None:
         self.root = root
         self.strings: list[NavigableString] = []  # comments too, as find(string=...) sees them
         self._by_key: dict[tuple[str, str | None], list[Tag]] = defaultdict(list)
+        self._in_template: set[int] = set()  # ids of the tags inside a <template> under root
         self._under: dict[tuple[str, str], set[int]] = {}
         for el in root.descendants:
             if isinstance(el, Tag):
@@ -281,32 +285,44 @@ class Tags:
                 self.strings.append(el)
 
     def add(self, tag: Tag) -> None:
+        """Index `tag`; its parent is indexed already, or is the root."""
+        parent = tag.parent
+        if parent is not self.root and (parent.name == "template" or id(parent) in self._in_template):
+            self._in_template.add(id(tag))
         self._by_key[tag.name, None].append(tag)
         for cls in set(tag.get("class", ())):
             self._by_key[tag.name, cls].append(tag)
 
     def all(self, name: str, cls: str | None = None, within: tuple[str, str] | None = None,
-            attr: str | None = None) -> list[Tag]:
+            attr: str | None = None, in_template: bool = False) -> list[Tag]:
         """What CSS `{within} {name}.{cls}[{attr}]` selects, `within` being (name, class)."""
-        return list(self._matching(name, cls, within, attr))
+        return list(self._matching(name, cls, within, attr, in_template))
 
     def first(self, name: str, cls: str | None = None, within: tuple[str, str] | None = None,
-              attr: str | None = None) -> Tag | None:
-        return next(self._matching(name, cls, within, attr), None)
+              attr: str | None = None, in_template: bool = False) -> Tag | None:
+        return next(self._matching(name, cls, within, attr, in_template), None)
 
     def _matching(self, name: str, cls: str | None, within: tuple[str, str] | None,
-                  attr: str | None) -> Iterator[Tag]:
+                  attr: str | None, in_template: bool) -> Iterator[Tag]:
         under = self._under_one(within) if within else None
         for tag in self._by_key.get((name, cls), ()):
-            if (attr is None or attr in tag.attrs) and (under is None or id(tag) in under):
+            if ((in_template or id(tag) not in self._in_template) and (attr is None or attr in tag.attrs)
+                    and (under is None or id(tag) in under)):
                 yield tag
 
     def _under_one(self, within: tuple[str, str]) -> set[int]:
         """ids of the tags with a `within` ancestor (which, as in CSS, may be above the root)."""
         if within not in self._under:
-            if any(is_tag(el, *within) for el in (self.root, *self.root.parents)):
+            if any(is_tag(el, *within) for el in self._root_and_ancestors()):
                 outer = [self.root]
             else:
                 outer = self.all(*within)
             self._under[within] = {id(el) for tag in outer for el in tag.descendants}
         return self._under[within]
+
+    def _root_and_ancestors(self) -> Iterator[Tag]:
+        """The root and its ancestors as CSS sees them: up to a <template>, not beyond."""
+        el = self.root
+        while el is not None and el.name != "template":
+            yield el
+            el = el.parent

@@ -46,7 +46,7 @@ def parse_board(html: str, url: str) -> BoardPage:
 
 def _record(tags: Tags, page_url: str) -> dict[str, Any]:
     """One `div.item` (the index of its tags) as a record dict; rank and title are mandatory."""
-    rank = to_int(_text(tags.first("em", within=("div", "pic")) or tags.first("em")))
+    rank = to_int(_text(tags.first("em", within=("div", "pic")) or tags.first("em", in_template=True)))
     titles = tags.all("span", "title", within=("div", "hd")) or tags.all("span", "title")
     title = clean(titles[0].get_text()) if titles else None
     if rank is None or not title or title.startswith("/"):  # "/ Original title" is never the main one

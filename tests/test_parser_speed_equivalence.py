@@ -188,7 +188,8 @@ def variants(html: str, seed: int) -> dict[str, str]:
     for n in range(1, 12):
         found[f"cut at {n}/12"] = html[: len(html) * n // 12]
     stray = ["<!---->", "<!-- 123人评价 -->", "<template><p>t</p></template>", "<br>", "</p>", "</a>",
-             "</div>", "<span>A</span> <span>B</span>", "</body></html>", "<pre>  </pre>", "\u3000"]
+             "</div>", "<span>A</span> <span>B</span>", "</body></html>", "<pre>  </pre>", "\u3000",
+             "<template>", "<pre>", '<p class="name">', '<div class="hd">']
     tags = [m.start() for m in re.finditer("<", html)]
     for n in range(12):
         at = sorted(rnd.sample(tags, 3))
@@ -241,3 +242,14 @@ def only_containers_above(string: object, board: object) -> bool:
         if tag is board:
             break
     return all(name in common._CONTAINERS for name in above)
+
+
+def test_the_inside_of_a_template_is_not_read() -> None:
+    """As with the CSS selectors and get_text() the parsers used: a <template> is no content."""
+    html = read("maoyan", "/board/7").replace('<i class="board-index board-index-3">3</i>',
+                                              '<template><i class="board-index board-index-3">3</i></template>')
+    with pytest.raises(NotABoardPage, match="rank=None, title='银河补习班'"):
+        maoyan.parse_board(html, BASE["maoyan"] + "/board/7")
+    html = read("douban", "/top250?start=0").replace("<em>7</em>", "<template><em>7</em></template>")
+    with pytest.raises(NotABoardPage, match="rank=None, title='这个杀手不太冷'"):
+        douban.parse_board(html, BASE["douban"] + "/top250?start=0")
