@@ -26,6 +26,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -177,7 +178,8 @@ def run_measured(cmd: list[str], out: Path, interval: float, timeout: float) -> 
         report = {"complete": False, "error": f"no report (exit {proc.returncode})"}
     report.setdefault("elapsed", None)
     report.update(exit=proc.returncode, machine_busy_cpu=busy, steal=steal / max(wall, 1e-9), process_wall=wall,
-                  peak_pss_kb=sampler.peak_kb, peak_main_pss_kb=sampler.peak_main_kb, peak_processes=sampler.peak_processes, samples=sampler.samples, sampler_cpu=sampler.cpu,
+                  peak_pss_kb=sampler.peak_kb, peak_main_pss_kb=sampler.peak_main_kb,
+                  peak_processes=sampler.peak_processes, samples=sampler.samples, sampler_cpu=sampler.cpu,
                   output=output.strip()[-3000:])
     return report
 
@@ -243,6 +245,14 @@ def one_run(tool: str, server: Server, pages: int, concurrency: int, args, tmp: 
     report.update(tool=tool, pages=pages, concurrency=concurrency)
     after = server.stats()
     report["server_requests"] = after["served"] + after["not_found"] - before["served"] - before["not_found"]
+    if report.get("profiles"):  # out of the temporary folder, into the current one
+        kept = {}
+        for name, path in report["profiles"].items():
+            target = Path.cwd() / f"bench-crawler-{concurrency}-{name}.prof"
+            shutil.copyfile(path, target)
+            kept[name] = str(target)
+        report["profiles"] = kept
+    report["server_connections"] = after["connections"] - before["connections"]
     report["server_cpu"] = server.cpu() - server_cpu
     in_flight = min(concurrency, args.per_host or concurrency) if tool == "crawler" else concurrency
     limit = in_flight / (args.latency_ms / 1000.0) if args.latency_ms > 0 else float("inf")
@@ -303,7 +313,7 @@ def profile_text(report: dict) -> str:
     lines.append(f"  main process in all: {1000 * report.get('cpu_parent', 0) / pages:.3f} CPU ms/page; "
                  f"workers: {1000 * report.get('cpu_workers', 0) / pages:.3f}")
     if report.get("profiles"):
-        lines.append(f"  cProfile stats: {report['profiles']}")
+        lines.append("  cProfile stats (python -m pstats FILE): " + ", ".join(report["profiles"].values()))
     return "\n".join(lines)
 
 
@@ -323,7 +333,8 @@ def targets(reports: list[dict], args) -> list[tuple[str, bool]]:
                     crawler8["peak_mb"] < TARGET_PEAK_MB_AT_8))
     if crawler32:
         out.append((f"32 in flight <= {TARGET_CPU_MS_PER_PAGE_AT_32:g} ms CPU per page "
-                    f"({crawler32['cpu_ms_per_page']:.2f})", crawler32["cpu_ms_per_page"] <= TARGET_CPU_MS_PER_PAGE_AT_32))
+                    f"({crawler32['cpu_ms_per_page']:.2f})",
+                    crawler32["cpu_ms_per_page"] <= TARGET_CPU_MS_PER_PAGE_AT_32))
     if crawler32 and scrapy32:
         ratio = crawler32["pages_per_s"] / scrapy32["pages_per_s"]
         out.append((f"32 in flight >= {TARGET_VS_SCRAPY_AT_32}x Scrapy's pages/s ({ratio:.2f}x)",
@@ -393,8 +404,9 @@ def main(argv: list[str] | None = None) -> int:
                     reports.append(report)
                     print(f"  {tool} at {concurrency}: {report['pages_per_s']:.1f} pages/s, "
                           f"{report.get('pages_ok', 0)}/{args.pages} pages stored "
-                          f"({report['server_requests']} requests; server {report['server_cpu']:.2f} s CPU; "
-                          f"other load {report['other_load']:.2f} cores, steal {report['steal']:.2f})", flush=True)
+                          f"({report['server_requests']} requests on {report['server_connections']} connections; "
+                          f"server {report['server_cpu']:.2f} s CPU; other load {report['other_load']:.2f} cores, "
+                          f"steal {report['steal']:.2f})", flush=True)
                     if not report.get("complete"):
                         print(f"    INCOMPLETE: {report.get('error') or ''}\n    " +
                               report["output"].replace("\n", "\n    "), flush=True)
