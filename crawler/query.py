@@ -52,10 +52,6 @@ def runs(db: sqlite_utils.Database) -> list[dict[str, Any]]:
                         pages_blocked, records, new_entries from runs order by id desc""")
 
 
-STATS_COLUMNS = ("pages_ok", "pages_retried", "pages_failed", "pages_blocked", "records", "new_entries",
-                 "elapsed", "pages_per_second")
-
-
 def run_stats(db: sqlite_utils.Database, run: int | None = None) -> dict[str, Any]:
     run_id = resolve_run(db, run)
     return _rows(db, "select * from runs where id = ?", [run_id])[0]
