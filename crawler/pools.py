@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import multiprocessing.pool
 import os
 import signal
 import sys
@@ -59,13 +60,27 @@ def make_pool(kind: str, workers: int, settings: WorkerSettings, start_method: s
     """
     if kind == "process":
         context = multiprocessing.get_context(None if start_method in (None, "default") else start_method)
-        return context.Pool(workers, initializer=init_worker, initargs=(settings,))
+        return ProcessPool(workers, initializer=init_worker, initargs=(settings,), context=context)
     if kind == "thread":
         # configure, not init_worker: signal handlers can only be set in the main thread.
         return ThreadPool(workers, initializer=configure, initargs=(settings,))
     if kind == "dask":
         return DaskPool.start(workers, settings, address=dask_address or None)
     raise ValueError(f"unknown pool {kind!r} (known: {', '.join(POOL_KINDS)})")
+
+
+class ProcessPool(multiprocessing.pool.Pool):
+    """multiprocessing.Pool whose worker-handler thread is not woken by every result.
+
+    The stock pool's worker handler also waits on the result pipe, so while a callback
+    is parsing and results wait unread it wakes, finds nothing to do and waits again, in a
+    loop that competes with the parser for the interpreter lock. It has no use for the
+    results: a dead worker wakes it through its own sentinel, a change of state or an
+    emptied cache through the notifier, which is all it is left waiting on here.
+    """
+
+    def _get_sentinels(self) -> list[Any]:
+        return [self._change_notifier._reader]
 
 
 def _session_plugin_class() -> type:

@@ -44,6 +44,8 @@ BLOCKS_BEFORE_GIVING_UP = 3
 LOST_TASK_GRACE = 5.0
 MAX_BACKOFF = 60.0
 POLL = 0.5
+# Up to this many tasks per worker are submitted at once, where the host's limits allow.
+SUBMIT_AHEAD = 2
 
 
 @dataclass
@@ -114,10 +116,17 @@ class Scheduler:
         self.progress = progress or Progress(quiet=True)
         self.recorder = recorder
         self.blocked_pages: dict[str, str] = {}
-        self.max_in_flight = workers
+        self.workers = workers
         # Offline nothing is asked of the sites, so there is nothing to be polite about.
         self.delay = 0.0 if offline else config.delay_per_host
         self.per_host = workers if offline else config.max_in_flight_per_host
+        # A worker that finishes a page should find the next one waiting in the pool, not
+        # wait for the main process to handle the page and submit another. Submitting ahead
+        # cannot put more requests in flight than there are workers, so it is allowed
+        # where that stays within the host's limit and no delay between requests is asked.
+        ahead = self.delay == 0 and self.per_host >= workers
+        self.max_submitted = workers * SUBMIT_AHEAD if ahead else workers
+        self.host_limit = self.max_submitted if ahead else self.per_host
         self.outcomes: queue.Queue[tuple[FetchTask, PageOutcome]] = queue.Queue()
         # Tasks due now, per host in the order they were added; and tasks due later (retries).
         self.ready: dict[str, deque[FetchTask]] = {}
@@ -222,10 +231,10 @@ class Scheduler:
         wake = self.later[0][0] if self.later else float("inf")
         for host in list(self.ready):
             tasks = self.ready[host]
-            while tasks and len(self.in_flight) < self.max_in_flight:
+            while tasks and len(self.in_flight) < self.max_submitted:
                 if tasks[0].site in self.given_up:
                     self._give_up(tasks.popleft())
-                elif self.host_busy.get(host, 0) >= self.per_host:
+                elif self.host_busy.get(host, 0) >= self.host_limit:
                     break  # an outcome from this host frees it
                 elif self.host_next.get(host, 0.0) > now:
                     wake = min(wake, self.host_next[host])
@@ -239,7 +248,10 @@ class Scheduler:
     def _submit(self, task: FetchTask, host: str, now: float) -> None:
         self.host_busy[host] = self.host_busy.get(host, 0) + 1
         self.host_next[host] = now + self.delay
-        self.in_flight[task.url] = _InFlight(task, host, now + self.config.page_deadline + LOST_TASK_GRACE)
+        # A task submitted ahead may first wait for a worker to finish a page of its own.
+        waits = len(self.in_flight) >= self.workers
+        deadline = now + self.config.page_deadline * (2 if waits else 1) + LOST_TASK_GRACE
+        self.in_flight[task.url] = _InFlight(task, host, deadline)
         parse = SITES[task.site].parse
         self.pool.apply_async(fetch, (task,), callback=partial(self._on_result, task, parse),
                               error_callback=partial(self._on_error, task))

@@ -53,23 +53,28 @@ def count_records(db, run_id=1):
     return rows(db, "select count(*) n from records where run_id = ?", run_id)[0]["n"]
 
 
-def test_politeness_bounds_requests_in_flight_and_spaces_them(tmp_path, server):
+def _track_concurrency(server) -> list[int]:
+    """Serve the Maoyan fixtures slowly; the returned list's one item is the peak of requests at once."""
     active, peak, lock = [0], [0], threading.Lock()
-    pages = fixture_pages("maoyan")
 
     def tracked(route):
         def answer(handler):
             with lock:
                 active[0] += 1
                 peak[0] = max(peak[0], active[0])
-            time.sleep(0.6)  # long enough for a second request to overlap, never a third
+            time.sleep(0.6)  # long enough for requests to overlap
             with lock:
                 active[0] -= 1
             send(handler, route[0], route[2], route[1])
         return answer
 
-    for path, route in pages.items():
+    for path, route in fixture_pages("maoyan").items():
         server.routes[path] = tracked(route)
+    return peak
+
+
+def test_politeness_bounds_requests_in_flight_and_spaces_them(tmp_path, server):
+    peak = _track_concurrency(server)
     cfg = config(tmp_path, server, workers=4, max_in_flight_per_host=2, delay_per_host=0.25)
     result = run_cli(str(cfg), "--db", str(tmp_path / "m.db"))
     assert result.returncode == 0, result.stderr
@@ -77,6 +82,18 @@ def test_politeness_bounds_requests_in_flight_and_spaces_them(tmp_path, server):
     gaps = [b - a for a, b in zip(server.times, server.times[1:])]
     # Spacing is kept when requests are handed to the workers; allow for the hand-over jitter.
     assert len(server.times) == 10 and min(gaps) >= 0.15
+
+
+@pytest.mark.parametrize("workers, per_host, expected_peak", [(4, 2, 2), (3, 3, 3), (2, 8, 2)])
+def test_tasks_submitted_ahead_never_exceed_the_limits(tmp_path, server, workers, per_host, expected_peak):
+    """Without a delay, pages are handed to the pool ahead of free workers; requests at once
+    stay within both the workers and the host's limit."""
+    peak = _track_concurrency(server)
+    cfg = config(tmp_path, server, workers=workers, max_in_flight_per_host=per_host)
+    result = run_cli(str(cfg), "--db", str(tmp_path / "m.db"))
+    assert result.returncode == 0, result.stderr
+    assert peak[0] == expected_peak
+    assert rows(tmp_path / "m.db", "select count(*) n from records")[0]["n"] == 100
 
 
 def test_retry_after_is_honoured(tmp_path, server):
