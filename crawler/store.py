@@ -29,8 +29,35 @@ RECORD_COLUMNS: dict[str, type] = {
     "updated": str,
 }
 RECORD_KEY = ("run_id", "site", "board", "rank")
-MOVIE_COLUMNS = ("title", "url", "poster_url", "actors", "release_date", "release_region",
-                 "other_titles", "directors", "year", "countries", "genres")
+MOVIE_FIELDS = ("title", "url", "poster_url", "actors", "release_date", "release_region",
+                "other_titles", "directors", "year", "countries", "genres")
+MOVIE_COLUMNS: dict[str, type] = {
+    "site": str, "movie_id": str, **{name: RECORD_COLUMNS[name] for name in MOVIE_FIELDS}, "last_run_id": int,
+}
+PAGE_COLUMNS: dict[str, type] = {
+    "run_id": int, "url": str, "site": str, "board": str, "final_url": str, "status": int,
+    "bytes": int, "elapsed": float, "attempts": int, "outcome": str, "error": str,
+    "records": int, "fetched": str,
+}
+PAGE_HTML_COLUMNS: dict[str, type] = {
+    "run_id": int, "url": str, "fetched": str, "content_type": str, "etag": str,
+    "last_modified": str, "html": bytes,  # zlib-compressed bytes as received
+}
+
+
+def _replace_sql(table: str, columns: Iterable[str]) -> str:
+    names = list(columns)
+    return (f"insert or replace into [{table}] ({', '.join(f'[{name}]' for name in names)}) "
+            f"values ({', '.join('?' for _ in names)})")
+
+
+# Every page writes these; sqlite-utils' insert() builds its statement anew on each call and
+# checks each value, which was most of the write's cost. The columns are those the tables
+# are created with, in that order.
+_REPLACE_RECORD = _replace_sql("records", RECORD_COLUMNS)
+_REPLACE_MOVIE = _replace_sql("movies", MOVIE_COLUMNS)
+_REPLACE_PAGE = _replace_sql("pages", PAGE_COLUMNS)
+_REPLACE_PAGE_HTML = _replace_sql("page_html", PAGE_HTML_COLUMNS)
 
 
 class StoreError(Exception):
@@ -75,19 +102,11 @@ def _ensure_tables(db: sqlite_utils.Database) -> None:
         }, pk="id", if_not_exists=True)
         db["records"].create(RECORD_COLUMNS, pk=RECORD_KEY, if_not_exists=True,
                              foreign_keys=[("run_id", "runs", "id")])
-        db["pages"].create({
-            "run_id": int, "url": str, "site": str, "board": str, "final_url": str, "status": int,
-            "bytes": int, "elapsed": float, "attempts": int, "outcome": str, "error": str,
-            "records": int, "fetched": str,
-        }, pk=("run_id", "url"), if_not_exists=True, foreign_keys=[("run_id", "runs", "id")])
-        db["movies"].create({
-            "site": str, "movie_id": str, **{name: RECORD_COLUMNS[name] for name in MOVIE_COLUMNS},
-            "last_run_id": int,
-        }, pk=("site", "movie_id"), if_not_exists=True)
-        db["page_html"].create({
-            "run_id": int, "url": str, "fetched": str, "content_type": str, "etag": str,
-            "last_modified": str, "html": bytes,  # zlib-compressed bytes as received
-        }, pk=("run_id", "url"), if_not_exists=True, foreign_keys=[("run_id", "runs", "id")])
+        db["pages"].create(PAGE_COLUMNS, pk=("run_id", "url"), if_not_exists=True,
+                           foreign_keys=[("run_id", "runs", "id")])
+        db["movies"].create(MOVIE_COLUMNS, pk=("site", "movie_id"), if_not_exists=True)
+        db["page_html"].create(PAGE_HTML_COLUMNS, pk=("run_id", "url"), if_not_exists=True,
+                               foreign_keys=[("run_id", "runs", "id")])
         db["records"].create_index(["site", "board", "movie_id", "run_id"], if_not_exists=True)
         db["records"].create_index(["title"], if_not_exists=True)
     if not db["movies"].detect_fts():
@@ -112,36 +131,38 @@ def save_page(db: sqlite_utils.Database, run_id: int, page: dict[str, Any],
     """
     with db.atomic():
         if html is not None:
-            db["page_html"].insert({
-                "run_id": run_id, "url": page["url"], "fetched": now(),
-                "content_type": html.get("content_type"), "etag": html.get("etag"),
-                "last_modified": html.get("last_modified"), "html": zlib.compress(html["body"], 6),
-            }, replace=True)
+            db.conn.execute(_REPLACE_PAGE_HTML, (
+                run_id, page["url"], now(), html.get("content_type"), html.get("etag"),
+                html.get("last_modified"), zlib.compress(html["body"], 6)))
         count = save_records(db, run_id, page["site"], page["board"], page["url"], records)
-        db["pages"].insert({"run_id": run_id, "fetched": now(), "records": count, **page}, replace=True)
+        row = {**page, "run_id": run_id, "fetched": now(), "records": count}
+        db.conn.execute(_REPLACE_PAGE, [row.get(name) for name in PAGE_COLUMNS])
 
 
 def save_records(db: sqlite_utils.Database, run_id: int, site: str, board: str, page_url: str,
                  records: Iterable[dict[str, Any]]) -> int:
     """Store one page's records and their movies; the caller holds the transaction."""
     rows = [_record_row(run_id, site, board, page_url, record) for record in records]
-    if rows:
-        # Whole rows replaced by key: one statement a row, where an upsert takes two.
-        db["records"].insert_all(rows, replace=True)
-        db["movies"].insert_all(
-            [{"site": r["site"], "movie_id": r["movie_id"], "last_run_id": run_id,
-              **{name: r.get(name) for name in MOVIE_COLUMNS}} for r in rows if r.get("movie_id")],
-            replace=True)
+    # Whole rows replaced by key: one statement a row, where an upsert takes two.
+    db.conn.executemany(_REPLACE_RECORD, rows)
+    db.conn.executemany(_REPLACE_MOVIE, [
+        (row[_SITE], row[_MOVIE_ID], *(row[i] for i in _MOVIE_FIELD_AT), run_id)
+        for row in rows if row[_MOVIE_ID]])
     return len(rows)
 
 
-def _record_row(run_id: int, site: str, board: str, page_url: str, record: dict[str, Any]) -> dict[str, Any]:
+_SITE, _MOVIE_ID = (list(RECORD_COLUMNS).index(name) for name in ("site", "movie_id"))
+_MOVIE_FIELD_AT = [list(RECORD_COLUMNS).index(name) for name in MOVIE_FIELDS]
+
+
+def _record_row(run_id: int, site: str, board: str, page_url: str, record: dict[str, Any]) -> tuple[Any, ...]:
+    """The record's values in the order of RECORD_COLUMNS."""
     row = {name: record.get(name) for name in RECORD_COLUMNS}
     row.update(run_id=run_id, site=site, board=board, page_url=page_url)
     row["obfuscated"] = ",".join(record.get("obfuscated") or []) or None
     if isinstance(row["playable"], bool):
         row["playable"] = int(row["playable"])
-    return row
+    return tuple(row.values())
 
 
 def stored_copies(db: sqlite_utils.Database, run_id: int) -> dict[str, dict[str, Any]]:
