@@ -22,8 +22,9 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import islice
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 import sqlite_utils
@@ -46,6 +47,9 @@ MAX_BACKOFF = 60.0
 POLL = 0.5
 # Up to this many tasks per worker are submitted at once, where the host's limits allow.
 SUBMIT_AHEAD = 2
+# Pages of the configured boards are queued (and noted pending) this many at a time per
+# host, as the crawl gets to them: a board of 20,000 pages holds no more memory than one of 2,000.
+QUEUE_CHUNK = 100
 
 
 @dataclass
@@ -135,6 +139,9 @@ class Scheduler:
         self.in_flight: dict[str, _InFlight] = {}
         self.host_busy: dict[str, int] = {}
         self.host_next: dict[str, float] = {}
+        # Pages of the configured boards not queued yet, per host: (site, board, url) iterators.
+        self.sources: dict[str, deque[Iterator[tuple[str, str, str]]]] = {}
+        # URLs of the boards that follow their pager, to ask for each page once.
         self.known: set[str] = set()
         # URL -> the newest earlier stored copy and its validators, for conditional requests.
         self.copies: dict[str, dict[str, Any]] = {}
@@ -146,10 +153,6 @@ class Scheduler:
 
     # -- what to fetch -------------------------------------------------------------------
     def add(self, site: str, board: str, url: str, attempt: int = 1, not_before: float = 0.0) -> None:
-        if attempt == 1:
-            if url in self.known:
-                return
-            self.known.add(url)
         copy = self.copies.get(url, {})
         task = FetchTask(site, board, url, attempt, copy.get("etag"), copy.get("last_modified"))
         if not_before > time.monotonic():
@@ -162,27 +165,52 @@ class Scheduler:
         self.ready.setdefault(urlsplit(task.url).netloc, deque()).append(task)
 
     def add_boards(self, skip: set[str] = frozenset()) -> None:
-        pending = []
+        """Plan every page of the configured boards but those in `skip`; they are queued by chunks."""
+        total = 0
         for site_config in self.config.sites:
             site = SITES[site_config.name]
+            host = urlsplit(site_config.base_url).netloc
             for board_name in site_config.boards:
-                for path in site.boards[board_name].pages:
-                    url = site_config.base_url + path
-                    if url not in skip:
-                        self.add(site.name, board_name, url)
-                        pending.append({"url": url, "site": site.name, "board": board_name})
-        self._mark_pending(pending)
+                board = site.boards[board_name]
+                urls = (site_config.base_url + path for path in board.pages)
+                count = sum(url not in skip for url in urls)
+                if not count:
+                    continue
+                total += count
+                if board.follow_pager:
+                    self.known.update(site_config.base_url + path for path in board.pages)
+                self.sources.setdefault(host, deque()).append(
+                    _planned(site.name, board_name, site_config.base_url, board.pages, skip))
+        self.progress.add_pages(total)
 
     def add_owed(self, pages: list[dict[str, str]]) -> None:
-        """Pages a resumed run noted but never stored (pending, retrying, failed)."""
-        owed = [p for p in pages if p["url"] not in self.known]
+        """Pages a resumed run noted but never stored (pending, retrying, failed) and no board plans."""
+        planned = {site_config.base_url + path for site_config in self.config.sites
+                   for board in site_config.boards for path in SITES[site_config.name].boards[board].pages}
+        owed = [p for p in pages if p["url"] not in self.known and p["url"] not in planned]
         for page in owed:
+            self.known.add(page["url"])
             self.add(page["site"], page["board"], page["url"])
         self.progress.add_pages(len(owed))
 
-    def _mark_pending(self, pages: list[dict[str, str]]) -> None:
+    def _queue_planned(self) -> None:
+        """Queue the next chunk of each host's planned pages once fewer than can be submitted wait."""
+        for host, sources in list(self.sources.items()):
+            if len(self.ready.get(host, ())) >= self.max_submitted:
+                continue
+            chunk: list[tuple[str, str, str]] = []
+            while sources and len(chunk) < QUEUE_CHUNK:
+                chunk.extend(islice(sources[0], QUEUE_CHUNK - len(chunk)))
+                if len(chunk) < QUEUE_CHUNK:
+                    sources.popleft()  # that board is all queued
+            if not sources:
+                del self.sources[host]
+            self._note_pending([{"url": url, "site": site, "board": board} for site, board, url in chunk])
+            for site, board, url in chunk:
+                self.add(site, board, url)
+
+    def _note_pending(self, pages: list[dict[str, str]]) -> None:
         """Note pages before fetching them, so an interrupted run knows what it still owes."""
-        self.progress.add_pages(len(pages))
         if pages:
             with self.db.atomic():
                 self.db["pages"].insert_all(
@@ -191,7 +219,7 @@ class Scheduler:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> list[tuple[str, str]]:
-        while (self.ready or self.later or self.in_flight) and self.stop_signal is None:
+        while (self.sources or self.ready or self.later or self.in_flight) and self.stop_signal is None:
             wake = self._submit_ready()
             try:
                 task, outcome = self.outcomes.get(timeout=self._wait_time(wake))
@@ -225,6 +253,7 @@ class Scheduler:
 
         Work per call is bounded by the number of hosts, not of pages waiting.
         """
+        self._queue_planned()
         now = time.monotonic()
         while self.later and self.later[0][0] <= now:
             self._queue(heapq.heappop(self.later)[2])
@@ -289,10 +318,12 @@ class Scheduler:
             else:
                 self._save(task, outcome)
             if SITES[task.site].boards[task.board].follow_pager:
-                new = [u for u in page_urls if u not in self.known]
+                new = [u for u in dict.fromkeys(page_urls) if u not in self.known]
+                self.known.update(new)
+                self._note_pending([{"url": u, "site": task.site, "board": task.board} for u in new])
                 for url in new:
                     self.add(task.site, task.board, url)
-                self._mark_pending([{"url": u, "site": task.site, "board": task.board} for u in new])
+                self.progress.add_pages(len(new))
             return
         if outcome.outcome == "blocked":
             self.blocks[task.site] = self.blocks.get(task.site, 0) + 1
@@ -376,6 +407,13 @@ class Scheduler:
                 "status": outcome.status, "bytes": outcome.bytes, "elapsed": round(outcome.elapsed, 4),
                 "attempts": task.attempt, "outcome": outcome.outcome if final else "retrying",
                 "error": outcome.error}
+
+
+def _planned(site: str, board: str, base_url: str, paths: tuple[str, ...],
+             skip: set[str]) -> Iterator[tuple[str, str, str]]:
+    for path in paths:
+        if base_url + path not in skip:
+            yield site, board, base_url + path
 
 
 class Interrupted(Exception):

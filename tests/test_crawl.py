@@ -150,3 +150,32 @@ def test_the_dask_pool_without_dask_installed_says_how_to_get_it(tmp_path):
 def test_a_bad_pool_name_is_refused(tmp_path):
     result = run_cli("crawl.toml", "--pool", "fibers")
     assert result.returncode == 2 and "invalid choice: 'fibers'" in result.stderr
+
+
+def test_a_long_board_is_queued_by_chunks_and_crawled_whole(tmp_path, server, monkeypatch):
+    """Pages are noted pending (and queued) a chunk at a time, not all before the first request."""
+    import sqlite3
+
+    from crawler import scheduler
+    from crawler.config import load_config
+    from crawler.sites import SITES, Board
+
+    pages = 300
+    body = fixture_pages("maoyan")["/board/4?offset=0"][2]
+    db = tmp_path / "m.db"
+    noted_at_first_request: list[int] = []
+
+    def answer(handler):
+        if not noted_at_first_request:
+            with sqlite3.connect(db) as conn:
+                noted_at_first_request.append(conn.execute("select count(*) from pages").fetchone()[0])
+        send(handler, 200, body, {"Content-Type": "text/html; charset=utf-8"})
+
+    paths = tuple(f"/board/4?offset={n * 10}" for n in range(pages))
+    for path in paths:
+        server.routes[path] = answer
+    monkeypatch.setitem(SITES["maoyan"].boards, "top100", Board("top100", "TOP100榜", paths))
+    result = scheduler.crawl(load_config(config(tmp_path, server, workers=4)), str(db))
+    assert result.status == "ok" and result.pages_ok == pages
+    assert noted_at_first_request == [scheduler.QUEUE_CHUNK]
+    assert rows(db, "select count(*) n, sum(outcome = 'ok') ok from pages") == [{"n": pages, "ok": pages}]
