@@ -44,6 +44,10 @@ TARGET_SHARE_OF_LIMIT_AT_8 = 0.90
 TARGET_VS_SCRAPY_AT_32 = 1.25
 TARGET_CPU_MS_PER_PAGE_AT_32 = 8.0
 TARGET_PEAK_MB_AT_8 = 150.0
+TARGET_STARTUP_S = 1.0
+# The crawler's runs are named by their pool: "crawler" is the default (process) pool.
+TOOL_OF_POOL = {"process": "crawler", "thread": "crawler-thread"}
+POOL_OF_TOOL = {tool: kind for kind, tool in TOOL_OF_POOL.items()}
 
 
 # -- processes and their memory ---------------------------------------------------------------
@@ -213,6 +217,20 @@ class Server:
                 self.proc.wait()
 
 
+def startup_seconds(server: Server, tmp: Path) -> float | None:
+    """From starting `python -m crawler CONFIG` (default pool and workers) to its first request."""
+    config = tmp / "startup.toml"
+    config.write_text(f'database = "{tmp / "startup.db"}"\n[crawl]\ndelay_per_host = 0.0\n'
+                      f'[sites.maoyan]\nbase_url = "{server.url}"\nboards = ["top100"]\n', encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    server.stats()  # starts the server's watch for a first request
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "crawler", str(config), "-q"], cwd=str(REPO), env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    first = server.stats()["first_request_at"]
+    return first - started if first is not None else None
+
+
 def wait_idle(limit: float, max_wait: float) -> float:
     """Wait until the machine's CPUs were less than `limit` cores busy over one second."""
     end = time.monotonic() + max_wait
@@ -227,12 +245,15 @@ def wait_idle(limit: float, max_wait: float) -> float:
 def one_run(tool: str, server: Server, pages: int, concurrency: int, args, tmp: Path) -> dict:
     db = tmp / f"{tool}-{concurrency}-{pages}.db"
     out = tmp / f"{tool}-{concurrency}-{pages}.json"
-    script = "run_crawler.py" if tool == "crawler" else "scrapy_spider.py"
+    crawler = tool != "scrapy"
+    script = "run_crawler.py" if crawler else "scrapy_spider.py"
     cmd = [sys.executable, str(HERE / script), "--base-url", server.url, "--pages", str(pages),
            "--concurrency", str(concurrency), "--db", str(db), "--out", str(out)]
-    if tool == "crawler" and args.profile != "none":
+    if crawler:
+        cmd += ["--pool", POOL_OF_TOOL[tool]]
+    if crawler and args.profile != "none":
         cmd += ["--profile", args.profile]
-    if tool == "crawler" and args.per_host:
+    if crawler and args.per_host:
         cmd += ["--per-host", str(args.per_host)]
     if args.wait_idle:
         load = wait_idle(0.1, args.wait_idle)
@@ -252,9 +273,10 @@ def one_run(tool: str, server: Server, pages: int, concurrency: int, args, tmp: 
             shutil.copyfile(path, target)
             kept[name] = str(target)
         report["profiles"] = kept
-    report["server_connections"] = after["connections"] - before["connections"]
+    # Less the one the second /__stats request came on.
+    report["server_connections"] = after["connections"] - before["connections"] - 1
     report["server_cpu"] = server.cpu() - server_cpu
-    in_flight = min(concurrency, args.per_host or concurrency) if tool == "crawler" else concurrency
+    in_flight = min(concurrency, args.per_host or concurrency) if crawler else concurrency
     limit = in_flight / (args.latency_ms / 1000.0) if args.latency_ms > 0 else float("inf")
     elapsed = report.get("elapsed") or report["process_wall"]
     report["pages_per_s"] = report.get("pages_ok", 0) / elapsed if elapsed else 0.0
@@ -342,6 +364,13 @@ def targets(reports: list[dict], args) -> list[tuple[str, bool]]:
     return out
 
 
+def pool_kinds(text: str) -> list[str]:
+    kinds = [v.strip() for v in text.split(",") if v.strip()]
+    if not kinds or set(kinds) - set(POOL_OF_TOOL.values()):
+        raise argparse.ArgumentTypeError(f"pools are process and thread, not {text!r}")
+    return kinds
+
+
 def concurrencies(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -362,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="server latency per response (default 50; 10 with --smoke)")
     parser.add_argument("--scrapy", action=argparse.BooleanOptionalAction, default=None,
                         help="also run the Scrapy spider (default: when Scrapy is installed; not with --smoke)")
+    parser.add_argument("--pools", type=pool_kinds, default=["process"],
+                        help="the crawler's pools to run, e.g. process,thread (default process)")
     parser.add_argument("--smoke", action="store_true", help="a few pages, fast: for CI")
     parser.add_argument("--profile", choices=("none", "timers", "cprofile"), default="none",
                         help="time the crawler's main-process work per page (timers) or cProfile it")
@@ -399,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="crawler-bench-") as tmp:
             for concurrency in args.concurrency:
-                for tool in ("crawler", "scrapy") if args.scrapy else ("crawler",):
+                tools = [TOOL_OF_POOL[kind] for kind in args.pools] + (["scrapy"] if args.scrapy else [])
+                for tool in tools:
                     report = one_run(tool, server, args.pages, concurrency, args, Path(tmp))
                     reports.append(report)
                     print(f"  {tool} at {concurrency}: {report['pages_per_s']:.1f} pages/s, "
@@ -410,14 +442,15 @@ def main(argv: list[str] | None = None) -> int:
                     if not report.get("complete"):
                         print(f"    INCOMPLETE: {report.get('error') or ''}\n    " +
                               report["output"].replace("\n", "\n    "), flush=True)
-                    if tool == "crawler" and args.profile != "none":
+                    if tool != "scrapy" and args.profile != "none":
                         print(profile_text(report), flush=True)
+            startup = startup_seconds(server, Path(tmp))
     finally:
         server.stop()
 
     print()
     print(table(reports))
-    limits = sorted({(r["concurrency"], r["limit"]) for r in reports if r["tool"] == "crawler"})
+    limits = sorted({(r["concurrency"], r["limit"]) for r in reports if r["tool"] != "scrapy"})
     print("latency limit (in flight / latency): " + ", ".join(f"{c}: {lim:.0f} pages/s" for c, lim in limits))
     for concurrency in args.concurrency:
         by = {r["tool"]: r for r in reports if r["concurrency"] == concurrency}
@@ -434,11 +467,15 @@ def main(argv: list[str] | None = None) -> int:
         print("WARNING: other programs kept the CPUs busy during " +
               ", ".join(f"{r['tool']} at {r['concurrency']} ({r['other_load']:.2f} cores)" for r in busy) +
               ": those figures are low")
+    print("start-up, from `python -m crawler CONFIG` (default pool) to its first request: "
+          + (f"{startup:.2f} s" if startup is not None else "no request arrived"))
     checks = targets(reports, args)
+    checks.append((f"start-up under {TARGET_STARTUP_S:g} s ({fmt(startup, '.2f', 'none')})",
+                   startup is not None and startup < TARGET_STARTUP_S))
     for text, ok in checks:
         print(f"target {'met   ' if ok else 'MISSED'}: {text}")
     if args.json:
-        Path(args.json).write_text(json.dumps(reports, indent=1), encoding="utf-8")
+        Path(args.json).write_text(json.dumps({"runs": reports, "startup_s": startup}, indent=1), encoding="utf-8")
     complete = all(r.get("complete") for r in reports)
     if not complete:
         print("FAILED: not every page was stored", file=sys.stderr)

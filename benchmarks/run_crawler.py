@@ -40,10 +40,11 @@ from crawler.sites import SITES, Board  # noqa: E402
 PAGE_PATH = "/board/4?offset={}"
 
 
-def config_text(base_url: str, concurrency: int, db: str, per_host: int | None = None) -> str:
+def config_text(base_url: str, concurrency: int, db: str, per_host: int | None = None, pool: str = "process") -> str:
     return (
         f'database = "{db}"\n'
         "[crawl]\n"
+        f'pool = "{pool}"\n'
         f"workers = {concurrency}\n"
         "delay_per_host = 0.0\n"
         f"max_in_flight_per_host = {per_host or concurrency}\n"
@@ -190,10 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--profile", choices=("none", "timers", "cprofile"), default="none")
     parser.add_argument("--per-host", type=int, default=None, help="max_in_flight_per_host (default: --concurrency)")
+    parser.add_argument("--pool", choices=("process", "thread"), default="process")
     args = parser.parse_args(argv)
 
     install_board(args.pages)
-    config = parse_config(config_text(args.base_url, args.concurrency, args.db, args.per_host), "bench.toml")
+    config = parse_config(config_text(args.base_url, args.concurrency, args.db, args.per_host, args.pool), "bench.toml")
 
     first_stored: list[float] = []
     save_page = store.save_page

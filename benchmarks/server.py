@@ -20,6 +20,7 @@ import json
 import re
 import signal
 import sys
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -79,15 +80,21 @@ class Board:
         self.not_found = 0
         self.bytes = 0
         self.connections = 0
+        # time.monotonic() (one clock for every process here) of the first board page asked
+        # for since the last /__stats; that call reports it and starts the watch anew.
+        self.first_request_at: float | None = None
 
     def answer(self, target: str) -> tuple[int, str, bytes, bool]:
         """(status, content type, body, delayed?) for a request target."""
         parts = urlsplit(target)
         if parts.path == "/__stats":
             stats = {"served": self.served, "not_found": self.not_found, "bytes": self.bytes,
-                     "connections": self.connections, "pages": self.pages}
+                     "connections": self.connections, "pages": self.pages, "first_request_at": self.first_request_at}
+            self.first_request_at = None
             return 200, "application/json", json.dumps(stats).encode(), False
         if parts.path == BOARD_PATH:
+            if self.first_request_at is None:
+                self.first_request_at = time.monotonic()
             values = parse_qs(parts.query).get("offset", ["0"])
             if values[0].isdigit():
                 offset = int(values[0])
