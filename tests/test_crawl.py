@@ -179,3 +179,19 @@ def test_a_long_board_is_queued_by_chunks_and_crawled_whole(tmp_path, server, mo
     assert result.status == "ok" and result.pages_ok == pages
     assert noted_at_first_request == [scheduler.QUEUE_CHUNK]
     assert rows(db, "select count(*) n, sum(outcome = 'ok') ok from pages") == [{"n": pages, "ok": pages}]
+
+
+def test_a_proxy_from_the_environment_is_used(tmp_path, server):
+    """Sessions read HTTP_PROXY once per site rather than per request; it must still apply.
+    The site's host does not resolve: only the proxy (the test server) can answer."""
+    body = fixture_pages("maoyan")["/board/7"][2]
+    server.routes["http://maoyan.test/board/7"] = (200, {"Content-Type": "text/html; charset=utf-8"}, body)
+    cfg = write_config(tmp_path / "crawl.toml", '[crawl]\ndelay_per_host = 0\n'
+                       '[sites.maoyan]\nbase_url = "http://maoyan.test"\nboards = ["hot"]\n')
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(PYTHONPATH=str(REPO), HTTP_PROXY=server.url)
+    result = subprocess.run([sys.executable, "-m", "crawler", str(cfg), "--db", str(tmp_path / "m.db")],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert server.requests == ["http://maoyan.test/board/7"]
+    assert rows(tmp_path / "m.db", "select count(*) n from records")[0]["n"] == 10
