@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
@@ -19,6 +20,7 @@ import requests
 KEPT_HEADERS = ("content-type", "content-encoding", "retry-after", "location", "etag", "last-modified")
 MAX_REDIRECTS = 5
 CHUNK = 64 * 1024
+PAGE_COMPRESSION = 6  # zlib level of the pages kept in the database
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ class FetchResult:
     elapsed: float
     # True when the body was cut at max_page_bytes.
     truncated: bool = False
+    # A page's body zlib-compressed as the database keeps it, made here where there is CPU
+    # to spare rather than in the main process, which handles every page.
+    compressed: bytes = b""
 
 
 class FetchError(Exception):
@@ -261,5 +266,6 @@ def _why(exc: BaseException) -> str:
 def _result(url: str, final_url: str, response: requests.Response, body: bytes, started: float,
             truncated: bool) -> FetchResult:
     headers = {name: response.headers[name] for name in KEPT_HEADERS if name in response.headers}
+    kept = zlib.compress(body, PAGE_COMPRESSION) if response.status_code == 200 and body else b""
     return FetchResult(url=url, final_url=final_url, status=response.status_code, headers=headers,
-                       body=body, elapsed=time.monotonic() - started, truncated=truncated)
+                       body=body, elapsed=time.monotonic() - started, truncated=truncated, compressed=kept)

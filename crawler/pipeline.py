@@ -51,6 +51,7 @@ class PageOutcome:
     html: str | None = None
     # The response body and headers as received, for the page_html table and --record.
     body: bytes = b""
+    compressed: bytes = b""  # the body as the database keeps it, when the worker made it
     headers: dict[str, str] = field(default_factory=dict)
     # A 304 answer to a conditional request: the stored copy still holds.
     not_modified: bool = False
@@ -66,7 +67,7 @@ def failed(task: FetchTask, error: BaseException) -> PageOutcome:
 def process(task: FetchTask, result: FetchResult, parse: Callable[[str, str], BoardPage]) -> PageOutcome:
     outcome = PageOutcome(task, "error", status=result.status, final_url=result.final_url,
                           bytes=len(result.body), elapsed=result.elapsed, body=result.body,
-                          headers=result.headers)
+                          compressed=result.compressed, headers=result.headers)
     try:
         _classify(outcome, result, parse)
     except Exception as exc:  # a parser bug must cost one page, never the crawl

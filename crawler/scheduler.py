@@ -394,7 +394,8 @@ class Scheduler:
     def _save(self, task: FetchTask, outcome: PageOutcome, final: bool = True) -> None:
         html = None
         if outcome.status == 200 and outcome.body:
-            html = {"body": outcome.body, "content_type": outcome.headers.get("content-type"),
+            html = {"body": outcome.body, "compressed": outcome.compressed,
+                    "content_type": outcome.headers.get("content-type"),
                     "etag": outcome.headers.get("etag"), "last_modified": outcome.headers.get("last-modified")}
             if self.recorder is not None:
                 self.recorder.save(task.site, task.url, outcome.body, html["content_type"])

@@ -13,6 +13,8 @@ from typing import Any, Iterable
 
 import sqlite_utils
 
+from .fetch import PAGE_COMPRESSION
+
 RECORD_COLUMNS: dict[str, type] = {
     "run_id": int, "site": str, "board": str, "rank": int, "page_url": str, "movie_id": str, "title": str,
     "url": str, "poster_url": str, "actors": str, "release_date": str, "release_region": str,
@@ -127,13 +129,14 @@ def save_page(db: sqlite_utils.Database, run_id: int, page: dict[str, Any],
               records: Iterable[dict[str, Any]] = (), html: dict[str, Any] | None = None) -> None:
     """Store one page's outcome, its records and the page itself in one transaction.
 
-    `html` is {"body": bytes, "content_type", "etag", "last_modified"} as received.
+    `html` is {"body": bytes, "content_type", "etag", "last_modified"} as received, and
+    "compressed": the body zlib-compressed, when the worker already did it.
     """
     with db.atomic():
         if html is not None:
             db.conn.execute(_REPLACE_PAGE_HTML, (
                 run_id, page["url"], now(), html.get("content_type"), html.get("etag"),
-                html.get("last_modified"), zlib.compress(html["body"], 6)))
+                html.get("last_modified"), html.get("compressed") or zlib.compress(html["body"], PAGE_COMPRESSION)))
         count = save_records(db, run_id, page["site"], page["board"], page["url"], records)
         row = {**page, "run_id": run_id, "fetched": now(), "records": count}
         db.conn.execute(_REPLACE_PAGE, [row.get(name) for name in PAGE_COLUMNS])

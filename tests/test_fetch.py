@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import zlib
 
 import pytest
 import requests
@@ -38,6 +39,7 @@ def test_sends_the_configured_headers_and_cookies(worker):
     assert sent.headers["Referer"] == BASE + "/"
     assert sent.headers["Cookie"] == "uuid=abc"
     assert result.status == 200 and result.body == b"<html>ok</html>"
+    assert zlib.decompress(result.compressed) == result.body  # as the database keeps it
     assert result.headers == {"content-type": "text/plain", "etag": '"v1"'}
 
 
