@@ -32,16 +32,16 @@ _CREDIT = re.compile(r"(导演|主演)\s*[:：]\s*(.*)")
 
 def parse_board(html: str, url: str) -> BoardPage:
     """Parse one Top 250 page; raise NotABoardPage for anything that is not one."""
-    tags = parse_parts(html, ("div", "item"), ("div", "paginator"))
-    items = tags.all("div", "item")
-    if not items:
-        raise NotABoardPage(f"no div.item entries on Douban page (title: {page_title(tags.root)!r})")
-    hrefs = [a.get("href") for a in tags.all("a", within=("div", "paginator"), attr="href")]
-    return BoardPage(
-        records=[_record(Tags(item), url) for item in items],
-        updated=None,
-        page_urls=pager_urls(hrefs, url, "start"),
-    )
+    with parse_parts(html, ("div", "item"), ("div", "paginator")) as tags:
+        items = tags.all("div", "item")
+        if not items:
+            raise NotABoardPage(f"no div.item entries on Douban page (title: {page_title(tags.root)!r})")
+        hrefs = [a.get("href") for a in tags.all("a", within=("div", "paginator"), attr="href")]
+        return BoardPage(
+            records=[_record(Tags(item), url) for item in items],
+            updated=None,
+            page_urls=pager_urls(hrefs, url, "start"),
+        )
 
 
 def _record(tags: Tags, page_url: str) -> dict[str, Any]:

@@ -41,21 +41,21 @@ _NUMBERS = {
 
 def parse_board(html: str, url: str) -> BoardPage:
     """Parse one Maoyan board page; raise NotABoardPage for anything that is not one."""
-    tags = parse_parts(html, ("dl", "board-wrapper"), ("p", "update-time"), ("ul", "list-pager"))
-    title = page_title(tags.root)
-    if (title and _VERIFY_TITLE in title) or "verify.maoyan.com" in url:
-        raise NotABoardPage(f"Maoyan verification page ({_VERIFY_TITLE})", blocked=True)
-    entries = [dd for dd in tags.all("dd") if is_tag(dd.parent, "dl", "board-wrapper")]
-    if not entries:
-        raise NotABoardPage(f"no board entries on Maoyan page (title: {title!r})")
-    update = tags.first("p", "update-time")
-    updated = clean("".join(update.find_all(string=True, recursive=False))) if update else None
-    hrefs = [a.get("href") for a in tags.all("a", within=("ul", "list-pager"), attr="href")]
-    return BoardPage(
-        records=[_record(Tags(dd), url) for dd in entries],
-        updated=updated,
-        page_urls=pager_urls(hrefs, url, "offset"),
-    )
+    with parse_parts(html, ("dl", "board-wrapper"), ("p", "update-time"), ("ul", "list-pager")) as tags:
+        title = page_title(tags.root)
+        if (title and _VERIFY_TITLE in title) or "verify.maoyan.com" in url:
+            raise NotABoardPage(f"Maoyan verification page ({_VERIFY_TITLE})", blocked=True)
+        entries = [dd for dd in tags.all("dd") if is_tag(dd.parent, "dl", "board-wrapper")]
+        if not entries:
+            raise NotABoardPage(f"no board entries on Maoyan page (title: {title!r})")
+        update = tags.first("p", "update-time")
+        updated = clean("".join(update.find_all(string=True, recursive=False))) if update else None
+        hrefs = [a.get("href") for a in tags.all("a", within=("ul", "list-pager"), attr="href")]
+        return BoardPage(
+            records=[_record(Tags(dd), url) for dd in entries],
+            updated=updated,
+            page_urls=pager_urls(hrefs, url, "offset"),
+        )
 
 
 def _record(tags: Tags, page_url: str) -> dict[str, Any]:

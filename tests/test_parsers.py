@@ -380,3 +380,21 @@ def test_douban_entry_without_rank_is_rejected() -> None:
     html = read("douban", "/top250?start=0").replace("<em>7</em>", "<em></em>", 1)
     with pytest.raises(NotABoardPage):
         douban.parse_board(html, f"{DOUBAN}/top250?start=0")
+
+
+@pytest.mark.parametrize("site,key", [("maoyan", "/board/4?offset=0"), ("douban", "/top250?start=0"),
+                                      ("maoyan", "/board/6?offset=0")])
+def test_a_parsed_page_leaves_no_garbage_for_the_cycle_collector(site: str, key: str) -> None:
+    """A page's tree is freed as soon as it is parsed, without a collection (see Tags.dispose)."""
+    import gc
+
+    board(site, key)  # first use: module-level caches
+    gc.collect()
+    gc.disable()
+    try:
+        page = board(site, key)
+        found = gc.collect()
+    finally:
+        gc.enable()
+    assert page.records and found == 0
+
