@@ -399,8 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-host", type=int, default=None, metavar="N",
                         help="the crawler's max_in_flight_per_host (default: the concurrency); below it, "
                              "the limit is N / latency")
-    parser.add_argument("--sample-ms", type=float, default=50.0,
-                        help="memory sampling interval (default 50; 0: no sampling, no peak memory)")
+    parser.add_argument("--sample-ms", type=float, default=200.0,
+                        help="memory sampling interval (default 200; 0: no sampling, no peak memory)")
     parser.add_argument("--timeout", type=float, default=None, metavar="S",
                         help="give up a run after S seconds (default: 50x the latency limit's time, >= 120)")
     parser.add_argument("--wait-idle", type=float, default=0, metavar="S",

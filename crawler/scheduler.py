@@ -46,7 +46,7 @@ LOST_TASK_GRACE = 5.0
 MAX_BACKOFF = 60.0
 POLL = 0.5
 # Up to this many tasks per worker are submitted at once, where the host's limits allow.
-SUBMIT_AHEAD = 2
+SUBMIT_AHEAD = 3
 # Pages of the configured boards are queued (and noted pending) this many at a time per
 # host, as the crawl gets to them: a board of 20,000 pages holds no more memory than one of 2,000.
 QUEUE_CHUNK = 100
@@ -277,9 +277,9 @@ class Scheduler:
     def _submit(self, task: FetchTask, host: str, now: float) -> None:
         self.host_busy[host] = self.host_busy.get(host, 0) + 1
         self.host_next[host] = now + self.delay
-        # A task submitted ahead may first wait for a worker to finish a page of its own.
-        waits = len(self.in_flight) >= self.workers
-        deadline = now + self.config.page_deadline * (2 if waits else 1) + LOST_TASK_GRACE
+        # A task submitted ahead may first wait for workers to finish the pages before it.
+        rounds = 1 + len(self.in_flight) // self.workers
+        deadline = now + self.config.page_deadline * rounds + LOST_TASK_GRACE
         self.in_flight[task.url] = _InFlight(task, host, deadline)
         parse = SITES[task.site].parse
         self.pool.apply_async(fetch, (task,), callback=partial(self._on_result, task, parse),
