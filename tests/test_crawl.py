@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -164,11 +165,13 @@ def test_a_long_board_is_queued_by_chunks_and_crawled_whole(tmp_path, server, mo
     body = fixture_pages("maoyan")["/board/4?offset=0"][2]
     db = tmp_path / "m.db"
     noted_at_first_request: list[int] = []
+    first = threading.Lock()  # requests arrive on several server threads at once
 
     def answer(handler):
-        if not noted_at_first_request:
-            with sqlite3.connect(db) as conn:
-                noted_at_first_request.append(conn.execute("select count(*) from pages").fetchone()[0])
+        with first:
+            if not noted_at_first_request:
+                with sqlite3.connect(db) as conn:
+                    noted_at_first_request.append(conn.execute("select count(*) from pages").fetchone()[0])
         send(handler, 200, body, {"Content-Type": "text/html; charset=utf-8"})
 
     paths = tuple(f"/board/4?offset={n * 10}" for n in range(pages))
