@@ -152,9 +152,14 @@ class MemorySampler(threading.Thread):
         self.cpu = time.thread_time() - start
 
 
+def child_env() -> dict[str, str]:
+    """The environment for a process that must import this checkout's crawler."""
+    return dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
 def run_measured(cmd: list[str], out: Path, interval: float, timeout: float) -> dict:
     """Run one crawl in a subprocess, sampling its tree's memory; its JSON report + the peak."""
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sampler = MemorySampler(proc.pid, interval)
@@ -222,7 +227,7 @@ def startup_seconds(server: Server, tmp: Path) -> float | None:
     config = tmp / "startup.toml"
     config.write_text(f'database = "{tmp / "startup.db"}"\n[crawl]\ndelay_per_host = 0.0\n'
                       f'[sites.maoyan]\nbase_url = "{server.url}"\nboards = ["top100"]\n', encoding="utf-8")
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     server.stats()  # starts the server's watch for a first request
     started = time.monotonic()
     subprocess.run([sys.executable, "-m", "crawler", str(config), "-q"], cwd=str(REPO), env=env,

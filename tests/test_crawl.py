@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
 
 import pytest
 
+from crawler import scheduler
+from crawler.config import load_config
+from crawler.sites import SITES, Board
 from tests.conftest import REPO, config, fixture_pages, rows, run_cli, send, write_config
 
 EXPECTED_ROWS = {("maoyan", "top100"): 100, ("maoyan", "hot"): 10, ("maoyan", "most-wanted"): 30,
@@ -155,12 +159,6 @@ def test_a_bad_pool_name_is_refused(tmp_path):
 
 def test_a_long_board_is_queued_by_chunks_and_crawled_whole(tmp_path, server, monkeypatch):
     """Pages are noted pending (and queued) a chunk at a time, not all before the first request."""
-    import sqlite3
-
-    from crawler import scheduler
-    from crawler.config import load_config
-    from crawler.sites import SITES, Board
-
     pages = 300
     body = fixture_pages("maoyan")["/board/4?offset=0"][2]
     db = tmp_path / "m.db"

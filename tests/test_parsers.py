@@ -5,6 +5,7 @@ assertions pin the values written into them, quirks included.
 """
 from __future__ import annotations
 
+import gc
 import json
 import re
 from pathlib import Path
@@ -386,8 +387,6 @@ def test_douban_entry_without_rank_is_rejected() -> None:
                                       ("maoyan", "/board/6?offset=0")])
 def test_a_parsed_page_leaves_no_garbage_for_the_cycle_collector(site: str, key: str) -> None:
     """A page's tree is freed as soon as it is parsed, without a collection (see Tags.dispose)."""
-    import gc
-
     board(site, key)  # first use: module-level caches
     gc.collect()
     gc.disable()
