@@ -66,4 +66,6 @@ class Progress:
 
     def close(self) -> None:
         if self.bar is not None:
+            # tqdm skips redraws closer than 0.1 s apart; draw the final count before clearing.
+            self.bar.refresh()
             self.bar.close()

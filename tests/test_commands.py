@@ -13,6 +13,9 @@ import sys
 
 import pytest
 
+from crawler.fetch import FetchTask
+from crawler.pipeline import PageOutcome
+from crawler.progress import Progress
 from tests.conftest import FIXTURES, REPO, rows, run_cli
 
 
@@ -196,6 +199,22 @@ def test_a_terminal_gets_a_progress_bar(tmp_path):
     text = seen.decode("utf-8", "replace")
     assert "26/26" in text and "page/s" in text and "records=" in text
 
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_the_bar_draws_the_final_count_however_fast_the_pages_came():
+    terminal = Terminal()
+    progress = Progress(stream=terminal)
+    progress.add_pages(26)
+    task = FetchTask("maoyan", "hot", "https://www.maoyan.com/board/7")
+    for _ in range(26):  # far inside tqdm's 0.1 s between redraws
+        progress.page(task, PageOutcome(task, "ok", records=[{}] * 10), True)
+    progress.close()
+    assert "26/26" in terminal.getvalue() and "records=260" in terminal.getvalue()
 
 @pytest.mark.parametrize("args, message", [
     (["top", "nope"], "unknown board 'nope'"),
