@@ -4,7 +4,8 @@ Two hazards of multiprocessing.Pool shape this module:
 - an exception escaping a callback kills the pool's result-handler thread and every later
   wait hangs, so the callbacks catch everything and only put an outcome on a queue;
 - callbacks run on that result-handler thread, so they never touch SQLite: the main thread
-  owns the one connection and writes each page as its outcome arrives.
+  owns the one connection and writes each page as its outcome arrives (the pages that
+  arrived together share a commit).
 Every wait has a bound: each task has a deadline, after which it is given up and retried
 (a worker killed mid-download never reports back).
 """
@@ -50,6 +51,8 @@ SUBMIT_AHEAD = 3
 # Pages of the configured boards are queued (and noted pending) this many at a time per
 # host, as the crawl gets to them: a board of 20,000 pages holds no more memory than one of 2,000.
 QUEUE_CHUNK = 100
+# At most this many pages that arrived together are stored in one transaction.
+PAGES_PER_COMMIT = 50
 
 
 @dataclass
@@ -222,15 +225,45 @@ class Scheduler:
         while (self.sources or self.ready or self.later or self.in_flight) and self.stop_signal is None:
             wake = self._submit_ready()
             try:
-                task, outcome = self.outcomes.get(timeout=self._wait_time(wake))
+                first = self.outcomes.get(timeout=self._wait_time(wake))
             except queue.Empty:
                 pass
             else:
-                self._handle(task, outcome)
+                self._handle_waiting(first)
             self._reap_lost()
         if self.stop_signal is not None:
             self._save_parsed()
         return self.failures
+
+    def _handle_waiting(self, first: tuple[FetchTask, PageOutcome]) -> None:
+        """Handle `first` and the outcomes already waiting behind it, in one transaction.
+
+        When the crawl keeps up, that is one page per commit, as before. When pages arrive
+        faster than they are stored, up to PAGES_PER_COMMIT share a commit, which costs SQLite
+        (the movies' search index most) far less than one each. Each page is still written
+        whole or not at all: a failure stores the pages before it, then stops the crawl.
+        """
+        failure: BaseException | None = None
+        with self.db.atomic():
+            for item in self._waiting(first, PAGES_PER_COMMIT):
+                try:
+                    self._handle(*item)
+                except BaseException as exc:  # noqa: BLE001 - raised again once the others are committed
+                    if not self.db.conn.in_transaction:
+                        raise  # the failure ended the transaction: there is nothing left to commit
+                    failure = exc
+                    break
+        if failure is not None:
+            raise failure
+
+    def _waiting(self, first: tuple[FetchTask, PageOutcome], most: int) -> Iterator[tuple[FetchTask, PageOutcome]]:
+        """`first`, then the outcomes already queued behind it: `most` in all, taken one by one."""
+        yield first
+        for _ in range(most - 1):
+            try:
+                yield self.outcomes.get_nowait()
+            except queue.Empty:
+                return
 
     def _save_parsed(self) -> None:
         """On the way out, store what the callbacks already parsed; fetch nothing more."""

@@ -1,7 +1,8 @@
-"""The SQLite database: every run kept, committed page by page.
+"""The SQLite database: every run kept, committed as pages arrive.
 
 One connection, owned by the main thread. Each page's records and its row in `pages`
-are written in one transaction, so a crash leaves whole pages or none.
+are written together (a transaction, or a savepoint inside the crawl's commit of the
+pages that arrived together), so a crash leaves whole pages or none.
 """
 from __future__ import annotations
 

@@ -7,11 +7,13 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
-from crawler import scheduler
+from crawler import scheduler, store
 from crawler.config import load_config
+from crawler.progress import Progress
 from crawler.sites import SITES, Board
 from tests.conftest import REPO, config, fixture_pages, rows, run_cli, send, write_config
 
@@ -196,3 +198,82 @@ def test_a_proxy_from_the_environment_is_used(tmp_path, server):
     assert result.returncode == 0, result.stderr
     assert server.requests == ["http://maoyan.test/board/7"]
     assert rows(tmp_path / "m.db", "select count(*) n from records")[0]["n"] == 10
+
+
+class SlowMainThread(Progress):
+    """A main thread that takes its time over each page, so that outcomes pile up behind it."""
+
+    def page(self, task, outcome, final):
+        time.sleep(0.02)
+        super().page(task, outcome, final)
+
+
+def pages_per_commit(monkeypatch) -> list[int]:
+    """Trace the crawl's connection: how many page rows each COMMIT stored."""
+    groups, written = [], [0]
+    real_open_db = store.open_db
+
+    def open_db(path):
+        db = real_open_db(path)
+
+        def trace(sql):
+            statement = sql.lstrip().lower()
+            if statement.startswith("insert or replace into [pages]"):
+                written[0] += 1
+            elif statement.startswith("commit") and written[0]:
+                groups.append(written[0])
+                written[0] = 0
+
+        db.conn.set_trace_callback(trace)
+        return db
+
+    monkeypatch.setattr(store, "open_db", open_db)
+    return groups
+
+
+def test_pages_that_arrive_together_share_a_commit_up_to_the_bound(tmp_path, monkeypatch):
+    groups = pages_per_commit(monkeypatch)
+    monkeypatch.setattr(scheduler, "PAGES_PER_COMMIT", 4)
+    db = tmp_path / "m.db"
+    result = scheduler.crawl(load_config(REPO / "crawl.toml"), str(db), offline=True, workers=2,
+                             progress=SlowMainThread(quiet=True))
+    assert result.status == "ok" and sum(groups) == PAGES
+    assert max(groups) == 4  # pages waited, and no more than the bound went into one commit
+    assert board_counts(db, 1) == EXPECTED_ROWS
+
+
+def test_a_page_that_arrives_alone_is_committed_alone(tmp_path, server, monkeypatch):
+    groups = pages_per_commit(monkeypatch)
+    pages = fixture_pages("maoyan")
+
+    def slowly(path):
+        def answer(handler):
+            time.sleep(0.1)
+            send(handler, *pages[path][::2])
+        return answer
+
+    for path in pages:
+        server.routes[path] = slowly(path)
+    result = scheduler.crawl(load_config(config(tmp_path, server, workers=1)), str(tmp_path / "m.db"))
+    assert result.status == "ok" and groups == [1] * 10
+
+
+def test_a_failed_write_keeps_the_pages_that_arrived_with_it(tmp_path, monkeypatch):
+    groups = pages_per_commit(monkeypatch)
+    real_save_page = store.save_page
+    saved: list[str] = []
+
+    def save_page(db, run_id, page, records=(), html=None):
+        if len(saved) == 5:
+            raise sqlite3.OperationalError("disk I/O error")
+        real_save_page(db, run_id, page, records, html)
+        saved.append(page["url"])
+
+    monkeypatch.setattr(store, "save_page", save_page)
+    db = tmp_path / "m.db"
+    with pytest.raises(store.StoreError, match="disk I/O error"):
+        scheduler.crawl(load_config(REPO / "crawl.toml"), str(db), offline=True, workers=2,
+                        progress=SlowMainThread(quiet=True))
+    assert groups[-1] > 1  # the failed page shared its transaction with pages stored before it
+    assert {r["url"] for r in rows(db, "select url from pages where outcome = 'ok'")} == set(saved)
+    assert rows(db, "select count(*) n from records")[0]["n"] > 0
