@@ -4,8 +4,8 @@ Two hazards of multiprocessing.Pool shape this module:
 - an exception escaping a callback kills the pool's result-handler thread and every later
   wait hangs, so the callbacks catch everything and only put an outcome on a queue;
 - callbacks run on that result-handler thread, so they never touch SQLite: the main thread
-  owns the one connection and writes each page as its outcome arrives (the pages that
-  arrived together share a commit).
+  owns the one connection and writes each page as its outcome arrives (the pages of
+  outcomes that arrived together share a commit).
 Every wait has a bound: each task has a deadline, after which it is given up and retried
 (a worker killed mid-download never reports back).
 """
@@ -151,6 +151,8 @@ class Scheduler:
         self.blocks: dict[str, int] = {}
         self.given_up: set[str] = set()
         self.failures: list[tuple[str, str]] = []
+        # While several outcomes are handled at once, the pages they store, for one commit.
+        self.unsaved: list[store.PageWrite] | None = None
         # Set by a signal handler: the number of the signal that asked the crawl to stop.
         self.stop_signal: int | None = None
 
@@ -236,30 +238,32 @@ class Scheduler:
         return self.failures
 
     def _handle_waiting(self, first: tuple[FetchTask, PageOutcome]) -> None:
-        """Handle `first` and the outcomes already waiting behind it, in one transaction.
+        """Handle `first` and the outcomes already waiting behind it, storing their pages in one commit.
 
         When the crawl keeps up, that is one page per commit, as before. When pages arrive
         faster than they are stored, up to PAGES_PER_COMMIT share a commit, which costs SQLite
-        (the movies' search index most) far less than one each. Each page is still written
-        whole or not at all: a failure stores the pages before it, then stops the crawl.
+        far less than one each. Should that commit fail, the pages are stored one at a time,
+        so those before a page that cannot be written are kept; its error stops the crawl.
         """
-        failure: BaseException | None = None
-        with self.db.atomic():
-            for item in self._waiting(first, PAGES_PER_COMMIT):
-                try:
-                    self._handle(*item)
-                except BaseException as exc:  # noqa: BLE001 - raised again once the others are committed
-                    if not self.db.conn.in_transaction:
-                        raise  # the failure ended the transaction: there is nothing left to commit
-                    failure = exc
-                    break
-        if failure is not None:
-            raise failure
+        waiting = [first, *self._waiting(PAGES_PER_COMMIT - 1)]
+        if len(waiting) == 1:
+            self._handle(*first)
+            return
+        self.unsaved = []
+        try:
+            for task, outcome in waiting:
+                self._handle(task, outcome)
+        finally:
+            unsaved, self.unsaved = self.unsaved, None
+            try:
+                store.save_pages(self.db, self.run_id, unsaved)
+            except sqlite3.Error:
+                for write in unsaved:
+                    store.save_page(self.db, self.run_id, *write)
 
-    def _waiting(self, first: tuple[FetchTask, PageOutcome], most: int) -> Iterator[tuple[FetchTask, PageOutcome]]:
-        """`first`, then the outcomes already queued behind it: `most` in all, taken one by one."""
-        yield first
-        for _ in range(most - 1):
+    def _waiting(self, most: int) -> Iterator[tuple[FetchTask, PageOutcome]]:
+        """Up to `most` outcomes already queued, without waiting for more."""
+        for _ in range(most):
             try:
                 yield self.outcomes.get_nowait()
             except queue.Empty:
@@ -432,7 +436,11 @@ class Scheduler:
                     "etag": outcome.headers.get("etag"), "last_modified": outcome.headers.get("last-modified")}
             if self.recorder is not None:
                 self.recorder.save(task.site, task.url, outcome.body, html["content_type"])
-        store.save_page(self.db, self.run_id, self._page_row(task, outcome, final), outcome.records, html)
+        write = (self._page_row(task, outcome, final), outcome.records, html)
+        if self.unsaved is not None:
+            self.unsaved.append(write)  # stored with the other outcomes being handled
+        else:
+            store.save_page(self.db, self.run_id, *write)
         self.progress.page(task, outcome, final)
 
     @staticmethod

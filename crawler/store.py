@@ -1,8 +1,8 @@
 """The SQLite database: every run kept, committed as pages arrive.
 
 One connection, owned by the main thread. Each page's records and its row in `pages`
-are written together (a transaction, or a savepoint inside the crawl's commit of the
-pages that arrived together), so a crash leaves whole pages or none.
+are written in one transaction (with the other pages the crawl had to store at the same
+moment, if any), so a crash leaves whole pages or none.
 """
 from __future__ import annotations
 
@@ -134,13 +134,32 @@ def save_page(db: sqlite_utils.Database, run_id: int, page: dict[str, Any],
     "compressed": the body zlib-compressed, when the worker already did it.
     """
     with db.atomic():
-        if html is not None:
-            db.conn.execute(_REPLACE_PAGE_HTML, (
-                run_id, page["url"], now(), html.get("content_type"), html.get("etag"),
-                html.get("last_modified"), html.get("compressed") or zlib.compress(html["body"], PAGE_COMPRESSION)))
-        count = save_records(db, run_id, page["site"], page["board"], page["url"], records)
-        row = {**page, "run_id": run_id, "fetched": now(), "records": count}
-        db.conn.execute(_REPLACE_PAGE, [row.get(name) for name in PAGE_COLUMNS])
+        _write_page(db, run_id, page, records, html)
+
+
+PageWrite = tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]
+
+
+def save_pages(db: sqlite_utils.Database, run_id: int, pages: list[PageWrite]) -> None:
+    """Store several pages, each as save_page() takes it, in one transaction.
+
+    A commit costs SQLite work of its own (the movies' search index most), so a crawl
+    that has several pages to store at once stores them together. All or none are stored.
+    """
+    with db.atomic():
+        for page, records, html in pages:
+            _write_page(db, run_id, page, records, html)
+
+
+def _write_page(db: sqlite_utils.Database, run_id: int, page: dict[str, Any],
+                records: Iterable[dict[str, Any]], html: dict[str, Any] | None) -> None:
+    if html is not None:
+        db.conn.execute(_REPLACE_PAGE_HTML, (
+            run_id, page["url"], now(), html.get("content_type"), html.get("etag"),
+            html.get("last_modified"), html.get("compressed") or zlib.compress(html["body"], PAGE_COMPRESSION)))
+    count = save_records(db, run_id, page["site"], page["board"], page["url"], records)
+    row = {**page, "run_id": run_id, "fetched": now(), "records": count}
+    db.conn.execute(_REPLACE_PAGE, [row.get(name) for name in PAGE_COLUMNS])
 
 
 def save_records(db: sqlite_utils.Database, run_id: int, site: str, board: str, page_url: str,

@@ -208,8 +208,8 @@ class SlowMainThread(Progress):
         super().page(task, outcome, final)
 
 
-def pages_per_commit(monkeypatch) -> list[int]:
-    """Trace the crawl's connection: how many page rows each COMMIT stored."""
+def pages_per_commit(monkeypatch, rolled_back: list[int] | None = None) -> list[int]:
+    """Trace the crawl's connection: how many page rows each COMMIT (or ROLLBACK) ended."""
     groups, written = [], [0]
     real_open_db = store.open_db
 
@@ -220,8 +220,8 @@ def pages_per_commit(monkeypatch) -> list[int]:
             statement = sql.lstrip().lower()
             if statement.startswith("insert or replace into [pages]"):
                 written[0] += 1
-            elif statement.startswith("commit") and written[0]:
-                groups.append(written[0])
+            elif statement.startswith(("commit", "rollback")) and written[0]:
+                (groups if statement.startswith("commit") else rolled_back).append(written[0])
                 written[0] = 0
 
         db.conn.set_trace_callback(trace)
@@ -258,22 +258,26 @@ def test_a_page_that_arrives_alone_is_committed_alone(tmp_path, server, monkeypa
     assert result.status == "ok" and groups == [1] * 10
 
 
-def test_a_failed_write_keeps_the_pages_that_arrived_with_it(tmp_path, monkeypatch):
-    groups = pages_per_commit(monkeypatch)
-    real_save_page = store.save_page
-    saved: list[str] = []
-
-    def save_page(db, run_id, page, records=(), html=None):
-        if len(saved) == 5:
-            raise sqlite3.OperationalError("disk I/O error")
-        real_save_page(db, run_id, page, records, html)
-        saved.append(page["url"])
-
-    monkeypatch.setattr(store, "save_page", save_page)
+def test_a_failed_write_keeps_the_pages_handled_before_it(tmp_path, monkeypatch):
+    """SQLite refuses the sixth page while several wait to be stored together: five are kept."""
+    rolled_back: list[int] = []
+    pages_per_commit(monkeypatch, rolled_back)
     db = tmp_path / "m.db"
+    store.open_db(db).execute(
+        "create trigger refuse before insert on pages when new.outcome = 'ok' "
+        "and (select count(*) from pages where outcome = 'ok') >= 5 begin select raise(abort, 'disk I/O error'); end")
+    handled: list[str] = []
+
+    class SlowAfterTheFirst(Progress):
+        def page(self, task, outcome, final):
+            handled.append(task.url)
+            if len(handled) == 1:
+                time.sleep(2)  # the other pages are fetched and parsed meanwhile
+            super().page(task, outcome, final)
+
     with pytest.raises(store.StoreError, match="disk I/O error"):
         scheduler.crawl(load_config(REPO / "crawl.toml"), str(db), offline=True, workers=2,
-                        progress=SlowMainThread(quiet=True))
-    assert groups[-1] > 1  # the failed page shared its transaction with pages stored before it
-    assert {r["url"] for r in rows(db, "select url from pages where outcome = 'ok'")} == set(saved)
-    assert rows(db, "select count(*) n from records")[0]["n"] > 0
+                        progress=SlowAfterTheFirst(quiet=True))
+    assert rolled_back and rolled_back[0] > 1  # the refused page was being stored with others
+    assert {r["url"] for r in rows(db, "select url from pages where outcome = 'ok'")} == set(handled[:5])
+    assert rows(db, "select count(distinct page_url) n from records")[0]["n"] == 5
