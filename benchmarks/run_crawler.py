@@ -6,7 +6,8 @@ The same code path as `python -m crawler CONFIG`: a Config from crawler.config.p
 (base_url pointing at the server, delay_per_host = 0, max_in_flight_per_host = workers = C)
 handed to crawler.scheduler.crawl with a real SQLite file. Only two things differ, both in
 this process only: the catalog's TOP100 board is given N pages (crawler/sites.py knows 10),
-and crawler.store.save_page is wrapped to note when the first page was stored.
+and crawler.store.save_page / save_pages are wrapped to note when the first and last pages
+were stored.
 
 It writes a JSON report: wall time of crawl(), CPU time of this process and of its (reaped)
 pool workers during crawl(), time to the first stored page, and what the database holds.
@@ -25,6 +26,7 @@ import sqlite3
 import sys
 import threading
 import time
+from typing import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,7 +114,8 @@ def install_timers(timers: Timers) -> None:
 
     Result-handler thread (the pool's callbacks): pipeline.process = decode + classify + parse,
     and inside it the site parser and pipeline.decode. Main thread: Scheduler._handle (which
-    includes store.save_page), store.save_page itself, Scheduler._submit_ready (heap and
+    includes store.save_page), store.save_page and store.save_pages themselves,
+    Scheduler._handle_waiting (all of it), Scheduler._submit_ready (heap and
     apply_async), Scheduler._wait_time, Scheduler._reap_lost, and the wait on the outcome queue.
     """
     site = SITES["maoyan"]
@@ -120,8 +123,10 @@ def install_timers(timers: Timers) -> None:
     pipeline.decode = timers.wrap("callback: pipeline.decode", pipeline.decode)
     process = pipeline.process
     pipeline.process = timers.wrap("callback: pipeline.process (all)", process)
-    store.save_page = timers.wrap("main: store.save_page", store.save_page)
+    store.save_page = timers.wrap("main: store.save_page (a page alone)", store.save_page)
+    store.save_pages = timers.wrap("main: store.save_pages (pages together)", store.save_pages)
     S = scheduler.Scheduler
+    S._handle_waiting = timers.wrap("main: Scheduler._handle_waiting (incl. both)", S._handle_waiting)
     S._handle = timers.wrap("main: Scheduler._handle (incl. save_page)", S._handle)
     S._submit_ready = timers.wrap("main: Scheduler._submit_ready (incl. apply_async)", S._submit_ready)
     S._wait_time = timers.wrap("main: Scheduler._wait_time", S._wait_time)
@@ -198,17 +203,18 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_config(config_text(args.base_url, args.concurrency, args.db, args.per_host, args.pool), "bench.toml")
 
     first_stored: list[float] = []
-    save_page = store.save_page
-
     last_stored: list[float] = [0.0]
 
-    def noting_save_page(*a, **kw):
-        save_page(*a, **kw)
-        last_stored[0] = time.perf_counter()
-        if not first_stored:
-            first_stored.append(last_stored[0])
+    def noting(save: Callable[..., None]) -> Callable[..., None]:
+        def save_and_note(*a, **kw):
+            save(*a, **kw)
+            last_stored[0] = time.perf_counter()
+            if not first_stored:
+                first_stored.append(last_stored[0])
+        return save_and_note
 
-    store.save_page = noting_save_page
+    # A page is stored alone (save_page) or with the others handled at the same time (save_pages).
+    store.save_page, store.save_pages = noting(store.save_page), noting(store.save_pages)
     timers = Timers()
     if args.profile == "timers":
         install_timers(timers)
