@@ -113,21 +113,21 @@ def install_timers(timers: Timers) -> None:
     """Time the main process's work per page where it happens.
 
     Result-handler thread (the pool's callbacks): pipeline.process = decode + classify + parse,
-    and inside it the site parser and pipeline.decode. Main thread: Scheduler._handle (which
-    includes store.save_page), store.save_page and store.save_pages themselves,
-    Scheduler._handle_waiting (all of it), Scheduler._submit_ready (heap and
-    apply_async), Scheduler._wait_time, Scheduler._reap_lost, and the wait on the outcome queue.
+    and inside it the site parser and pipeline.decode. Main thread: Scheduler._handle_waiting
+    (Scheduler._handle for each outcome, then store.save_pages), those two and store.save_page
+    on their own, Scheduler._submit_ready (heap and apply_async), Scheduler._wait_time,
+    Scheduler._reap_lost, and the wait on the outcome queue.
     """
     site = SITES["maoyan"]
     SITES["maoyan"] = dataclasses.replace(site, parse=timers.wrap("callback: parser (maoyan.parse_board)", site.parse))
     pipeline.decode = timers.wrap("callback: pipeline.decode", pipeline.decode)
     process = pipeline.process
     pipeline.process = timers.wrap("callback: pipeline.process (all)", process)
-    store.save_page = timers.wrap("main: store.save_page (a page alone)", store.save_page)
-    store.save_pages = timers.wrap("main: store.save_pages (pages together)", store.save_pages)
+    store.save_page = timers.wrap("main: store.save_page", store.save_page)
+    store.save_pages = timers.wrap("main: store.save_pages (incl. save_page's)", store.save_pages)
     S = scheduler.Scheduler
-    S._handle_waiting = timers.wrap("main: Scheduler._handle_waiting (incl. both)", S._handle_waiting)
-    S._handle = timers.wrap("main: Scheduler._handle (incl. save_page)", S._handle)
+    S._handle_waiting = timers.wrap("main: Scheduler._handle_waiting (incl. save_pages)", S._handle_waiting)
+    S._handle = timers.wrap("main: Scheduler._handle", S._handle)
     S._submit_ready = timers.wrap("main: Scheduler._submit_ready (incl. apply_async)", S._submit_ready)
     S._wait_time = timers.wrap("main: Scheduler._wait_time", S._wait_time)
     S._reap_lost = timers.wrap("main: Scheduler._reap_lost", S._reap_lost)
@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                 first_stored.append(last_stored[0])
         return save_and_note
 
-    # A page is stored alone (save_page) or with the others handled at the same time (save_pages).
+    # The crawl stores the pages of the outcomes it handles together with save_pages; a page
+    # handled on its own (a lost task, the way out after a signal) with save_page.
     store.save_page, store.save_pages = noting(store.save_page), noting(store.save_pages)
     timers = Timers()
     if args.profile == "timers":

@@ -245,21 +245,18 @@ class Scheduler:
         far less than one each. Should that commit fail, the pages are stored one at a time,
         so those before a page that cannot be written are kept; its error stops the crawl.
         """
-        waiting = [first, *self._waiting(PAGES_PER_COMMIT - 1)]
-        if len(waiting) == 1:
-            self._handle(*first)
-            return
         self.unsaved = []
         try:
-            for task, outcome in waiting:
+            for task, outcome in [first, *self._waiting(PAGES_PER_COMMIT - 1)]:
                 self._handle(task, outcome)
         finally:
             unsaved, self.unsaved = self.unsaved, None
-            try:
-                store.save_pages(self.db, self.run_id, unsaved)
-            except sqlite3.Error:
-                for write in unsaved:
-                    store.save_page(self.db, self.run_id, *write)
+            if unsaved:
+                try:
+                    store.save_pages(self.db, self.run_id, unsaved)
+                except sqlite3.Error:
+                    for write in unsaved:
+                        store.save_page(self.db, self.run_id, *write)
 
     def _waiting(self, most: int) -> Iterator[tuple[FetchTask, PageOutcome]]:
         """Up to `most` outcomes already queued, without waiting for more."""

@@ -133,11 +133,10 @@ def save_page(db: sqlite_utils.Database, run_id: int, page: dict[str, Any],
     `html` is {"body": bytes, "content_type", "etag", "last_modified"} as received, and
     "compressed": the body zlib-compressed, when the worker already did it.
     """
-    with db.atomic():
-        _write_page(db, run_id, page, records, html)
+    save_pages(db, run_id, [(page, records, html)])
 
 
-PageWrite = tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]
+PageWrite = tuple[dict[str, Any], Iterable[dict[str, Any]], dict[str, Any] | None]
 
 
 def save_pages(db: sqlite_utils.Database, run_id: int, pages: list[PageWrite]) -> None:
@@ -148,18 +147,13 @@ def save_pages(db: sqlite_utils.Database, run_id: int, pages: list[PageWrite]) -
     """
     with db.atomic():
         for page, records, html in pages:
-            _write_page(db, run_id, page, records, html)
-
-
-def _write_page(db: sqlite_utils.Database, run_id: int, page: dict[str, Any],
-                records: Iterable[dict[str, Any]], html: dict[str, Any] | None) -> None:
-    if html is not None:
-        db.conn.execute(_REPLACE_PAGE_HTML, (
-            run_id, page["url"], now(), html.get("content_type"), html.get("etag"),
-            html.get("last_modified"), html.get("compressed") or zlib.compress(html["body"], PAGE_COMPRESSION)))
-    count = save_records(db, run_id, page["site"], page["board"], page["url"], records)
-    row = {**page, "run_id": run_id, "fetched": now(), "records": count}
-    db.conn.execute(_REPLACE_PAGE, [row.get(name) for name in PAGE_COLUMNS])
+            if html is not None:
+                db.conn.execute(_REPLACE_PAGE_HTML, (
+                    run_id, page["url"], now(), html.get("content_type"), html.get("etag"), html.get("last_modified"),
+                    html.get("compressed") or zlib.compress(html["body"], PAGE_COMPRESSION)))
+            count = save_records(db, run_id, page["site"], page["board"], page["url"], records)
+            row = {**page, "run_id": run_id, "fetched": now(), "records": count}
+            db.conn.execute(_REPLACE_PAGE, [row.get(name) for name in PAGE_COLUMNS])
 
 
 def save_records(db: sqlite_utils.Database, run_id: int, site: str, board: str, page_url: str,
