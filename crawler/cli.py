@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
+import sqlite3
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 from . import output, query
-from .config import ConfigError, load_config
+from .config import MAX_WORKERS, ConfigError, load_config
 from .pools import POOL_KINDS, PoolUnavailable
 from .progress import Progress
 from .scheduler import CrawlResult, Interrupted, crawl
-from .store import StoreError
+from .store import StoreError, close_db, database_error, open_db, open_readonly
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1  # some pages were not stored
@@ -21,6 +24,7 @@ EXIT_BLOCKED = 3  # a site refused the crawler
 EXIT_SIGINT = 130  # stopped with Ctrl-C (128 + the signal's number, as shells report it)
 SHOWN_FAILURES = 10
 DEFAULT_CONFIG = "crawl.toml"
+SQLITE_MAX_INTEGER = 2**63 - 1  # run ids and limits are SQLite integers
 
 COMMANDS_HELP = """commands that read the database (each takes --db PATH and --help):
   runs                      the runs, newest first
@@ -31,6 +35,7 @@ COMMANDS_HELP = """commands that read the database (each takes --db PATH and --h
   search TEXT               movies by title, other titles or actors
   export --format FMT       every record of a run as csv, json or jsonl
   compare                   Maoyan TOP100 against Douban Top 250
+  pages [RUN]               the pages a run did not store, and why (--all: every page)
   reparse [RUN]             re-run today's parsers over a run's stored pages
 
 examples:
@@ -48,14 +53,20 @@ class UsageError(Exception):
     """Bad input to a command that argparse could not see (a file that cannot be written)."""
 
 
-def _positive(text: str) -> int:
+def _positive(text: str, most: int = SQLITE_MAX_INTEGER) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    if value > most:
+        raise argparse.ArgumentTypeError(f"must be at most {most}, not {value}")
     return value
+
+
+def _workers(text: str) -> int:
+    return _positive(text, MAX_WORKERS)
 
 
 def _run_id(text: str) -> int | str:
@@ -80,8 +91,9 @@ def crawl_parser() -> argparse.ArgumentParser:
                         help="serve every page from this fixture folder (implies --offline), e.g. one made by --record")
     parser.add_argument("--record", metavar="DIR",
                         help="also write every page fetched into DIR in the fixtures format, to replay offline")
-    parser.add_argument("--workers", type=_positive, metavar="N",
-                        help="downloads at once: processes, threads or Dask threads (default: crawl.workers)")
+    parser.add_argument("--workers", type=_workers, metavar="N",
+                        help=f"downloads at once: processes, threads or Dask threads, 1 to {MAX_WORKERS} "
+                             f"(default: crawl.workers)")
     parser.add_argument("--pool", choices=POOL_KINDS,
                         help="where downloads run: process (default), thread, or dask (see crawl.pool)")
     parser.add_argument("--dask-scheduler", metavar="ADDRESS",
@@ -113,10 +125,12 @@ def summary(result: CrawlResult, db_path: str) -> str:
     for url, error in result.failures[:SHOWN_FAILURES]:
         lines.append(f"  not stored: {url}: {error}")
     if len(result.failures) > SHOWN_FAILURES:
-        lines.append(f"  ... and {len(result.failures) - SHOWN_FAILURES} more (see the pages table)")
+        lines.append(f"  ... and {len(result.failures) - SHOWN_FAILURES} more; every one with: "
+                     f"python -m crawler pages {result.run_id} --db {db_path}")
     for site in result.blocked_sites:
         seen = result.blocked_pages.get(site)
-        lines.append(f"{site} is blocking the crawler{' (its page: ' + seen + ')' if seen else ''}: "
+        lines.append(f"{site} is blocking the crawler ({result.blocks.get(site, 0)} pages blocked"
+                     f"{'; its page: ' + seen if seen else ''}): "
                      f"wait before the next run, raise crawl.delay_per_host, or put your browser's "
                      f"cookies in [sites.{site}.cookies]")
     return "\n".join(lines)
@@ -159,23 +173,30 @@ def _default_db() -> str:
     return "movies.db"
 
 
-def _open(path: str):
-    from .store import open_db
-
-    if not Path(path).is_file():
-        raise StoreError(f"no database at {path}: crawl first (python -m crawler crawl.toml) or pass --db PATH")
-    return open_db(path)
-
-
 def _print(rows: list[dict[str, Any]], fmt: str, out: str | None = None) -> None:
-    text = output.render(rows, fmt) if rows else ("" if fmt != "json" else "[]")
+    """Rows in the format asked; with no rows, CSV still has its header and JSON is []."""
+    columns = getattr(rows, "columns", None)
+    text = output.render(rows, fmt, columns) if rows or fmt != "table" else ""
     if out:
         try:
-            Path(out).write_text(text + "\n", encoding="utf-8")
+            Path(out).write_text(text + "\n" if text else "", encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
     elif text:
-        print(text)
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # > /dev/full, a full disk
+            _drop_stdout()
+            raise UsageError(f"cannot write the output: {exc.strerror or exc}") from None
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so what is left in its buffer cannot fail again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _cmd_runs(db, args) -> None:
@@ -191,14 +212,19 @@ def _cmd_top(db, args) -> None:
 
 
 def _cmd_history(db, args) -> None:
-    rows = query.history(db, args.movie, args.board)
-    if args.plot:
-        from .plot import plot_history
+    from .plot import PlotError, check_plot_path, plot_history
 
-        try:
+    try:
+        if args.plot:
+            check_plot_path(args.plot)
+        rows = query.history(db, args.movie, args.board)
+        if args.plot:
             plot_history(rows, args.plot)
-        except OSError as exc:
-            raise UsageError(f"cannot write {args.plot}: {exc.strerror or exc}") from None
+    except PlotError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.plot}: {exc.strerror or exc}") from None
+    if args.plot:
         print(f"plot written to {args.plot}", file=sys.stderr)
     _print(rows, args.format)
 
@@ -226,6 +252,10 @@ def _cmd_compare(db, args) -> None:
     _print(rows, args.format)
     if args.format == "table":
         print(f"{len(rows)} films on both boards", file=sys.stderr)
+
+
+def _cmd_pages(db, args) -> None:
+    _print(query.pages(db, args.run, args.all), args.format)
 
 
 def _cmd_reparse(db, args) -> None:
@@ -263,7 +293,8 @@ def command_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
                   "crawler history 霸王别姬 --board top100 --plot bawang.png")
     sub.add_argument("movie", metavar="TITLE_OR_MOVIE_ID", help="exact title, or the site's movie id")
     sub.add_argument("--board", help="only this board")
-    sub.add_argument("--plot", metavar="FILE.png", help="also draw rank over time (rank 1 at the top), a line per board")
+    sub.add_argument("--plot", metavar="FILE", help="also draw rank over time (rank 1 at the top), a line per "
+                     "board, as FILE.png, FILE.svg or FILE.pdf")
     sub = command("diff", _cmd_diff, "What entered, left, moved up or down, or changed score between two runs.",
                   "crawler diff top100 --from 1 --to 3")
     sub.add_argument("board", nargs="?", help="only this board (default: every board both runs have)")
@@ -278,31 +309,74 @@ def command_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     sub.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
     command("compare", _cmd_compare, "Maoyan TOP100 against Douban Top 250, joined on title and year: "
             "films on both and how their ranks differ.", "crawler compare --format csv")
+    sub = command("pages", _cmd_pages, "List the pages of a run that were not stored, with the reason "
+                  "(failed, blocked, or never fetched).", "crawler pages 3 --all")
+    sub.add_argument("run", nargs="?", type=_positive, help="run id (default: the latest)")
+    sub.add_argument("--all", action="store_true", help="every page of the run, stored or not")
     sub = command("reparse", _cmd_reparse, "Re-run today's parsers over a run's stored pages and replace "
                   "its records; no site is asked.", "crawler reparse 3", formats=())
     sub.add_argument("run", nargs="?", type=_positive, help="run id (default: the latest)")
     return parser, handlers
 
 
+# The one command that writes; the others open the database read-only.
+WRITING_COMMANDS = ("reparse",)
+
+
 def run_command(argv: list[str]) -> int:
     parser, handlers = command_parser()
     args = parser.parse_args(argv)
+    db = None
     try:
-        db = _open(args.db or _default_db())
+        path = args.db or _default_db()
+        if args.command in WRITING_COMMANDS:
+            if not Path(path).is_file():
+                raise StoreError(f"no database at {path}: crawl first (python -m crawler crawl.toml) "
+                                 f"or pass --db PATH")
+            db = open_db(path)
+        else:
+            db = open_readonly(path)
         handlers[args.command](db, args)
     except (query.QueryError, StoreError, ConfigError, UsageError) as exc:
         print(f"crawler {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except BrokenPipeError:  # `crawler export ... | head`
-        sys.stderr.close()
+    except sqlite3.Error as exc:
+        print(f"crawler {args.command}: error: {database_error(path, exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # `crawler export ... | head`: the reader has what it wanted
+        _drop_stdout()
+    finally:
+        if db is not None and args.command in WRITING_COMMANDS:
+            close_db(db)
+        elif db is not None:
+            db.conn.close()
     return EXIT_OK
 
 
-COMMANDS = ("runs", "stats", "top", "history", "diff", "search", "export", "compare", "reparse")
+COMMANDS = ("runs", "stats", "top", "history", "diff", "search", "export", "compare", "pages", "reparse")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("crawler")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["crawl"]:  # `crawler crawl crawl.toml`, as Scrapy users type it
+        argv = argv[1:]
+    if argv[:1] == ["--version"]:
+        print(f"crawler {_version()}")
+        return EXIT_OK
     if argv and argv[0] in COMMANDS:
         return run_command(argv)
+    if argv and not argv[0].startswith("-") and not Path(argv[0]).exists() and not argv[0].endswith(".toml"):
+        close = difflib.get_close_matches(argv[0], [*COMMANDS, "crawl"], n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f" (commands: {', '.join(COMMANDS)})"
+        print(f"crawler: error: unknown command or config file '{argv[0]}'{hint}", file=sys.stderr)
+        return EXIT_USAGE
     return run_crawl(argv)

@@ -14,6 +14,9 @@ DEFAULT_USER_AGENT = (
     "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 )
 START_METHODS = ("default", "fork", "forkserver", "spawn")
+# Downloads at once. Beyond this, more processes or threads only cost memory and start-up:
+# the limits per host, not the workers, bound a polite crawl.
+MAX_WORKERS = 128
 
 
 class ConfigError(Exception):
@@ -137,6 +140,8 @@ def parse_config(text: str, path: str = "crawl.toml") -> Config:
     for key in ("workers", "max_attempts", "max_in_flight_per_host", "max_page_bytes"):
         if settings[key] < 1:
             raise ConfigError(f"crawl.{key} must be at least 1, not {settings[key]}")
+    if settings["workers"] > MAX_WORKERS:
+        raise ConfigError(f"crawl.workers must be at most {MAX_WORKERS}, not {settings['workers']}")
     for key in ("request_timeout", "page_deadline"):
         if settings[key] <= 0:
             raise ConfigError(f"crawl.{key} must be more than 0, not {settings[key]}")

@@ -5,6 +5,7 @@ goes in, a FetchResult or a FetchError comes out. Parsing never happens here.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import threading
@@ -12,6 +13,7 @@ import time
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, Iterable
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -82,27 +84,47 @@ class FetchError(Exception):
         return self.reason
 
 
+class SiteStops:
+    """The sites the crawl has stopped asking, as the workers of a process or thread pool see them.
+
+    A byte per site in shared memory: the main process sets it when it gives up on a site,
+    and a worker reads it just before each request, so that tasks already handed to the
+    pool send nothing more to a site that is blocking the crawler.
+    """
+
+    def __init__(self, sites: Iterable[str], context: Any = multiprocessing) -> None:
+        self.sites = tuple(sites)
+        self.flags = context.RawArray("b", max(1, len(self.sites)))
+
+    def stop(self, site: str) -> None:
+        self.flags[self.sites.index(site)] = 1
+
+    def stopped(self, site: str) -> bool:
+        return site in self.sites and bool(self.flags[self.sites.index(site)])
+
+
 _settings: WorkerSettings | None = None
+_stops: SiteStops | None = None
 # One Session per downloading thread: a process worker has one thread, a thread or Dask
 # worker several, and requests.Session is not safe to share between threads.
 _local = threading.local()
 
 
-def init_worker(settings: WorkerSettings) -> None:
+def init_worker(settings: WorkerSettings, stops: SiteStops | None = None) -> None:
     """Process-pool initializer: set up downloads, and leave signals to the main process."""
     # The main process decides what Ctrl-C means; workers must not print tracebacks for it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A worker forked after the main process set its own SIGTERM handler would inherit it
     # and then ignore Pool.terminate(); a worker must die when told to.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    configure(settings)
+    configure(settings, stops)
 
 
-def configure(settings: WorkerSettings) -> None:
+def configure(settings: WorkerSettings, stops: SiteStops | None = None) -> None:
     """Set up downloads in this process; each thread makes its Session on first use."""
-    global _settings, _from_environment
+    global _settings, _from_environment, _stops
     _from_environment = {name: _environment_for(site.base_url) for name, site in settings.sites.items()}
-    _settings = settings
+    _settings, _stops = settings, stops
 
 
 # Per site: the proxies and ~/.netrc login the environment gives its base URL.
@@ -157,6 +179,8 @@ def fetch(task: FetchTask) -> FetchResult:
     url = task.url
     with _hard_deadline(task.url, settings.page_deadline):
         for _ in range(MAX_REDIRECTS + 1):
+            if _stops is not None and _stops.stopped(task.site):
+                raise FetchError(task.url, stopped_asking(task.site), retryable=False)
             response = _get(url, {**site.headers, **_conditions(task)}, deadline, settings.request_timeout,
                             _from_environment.get(task.site, {}))
             with response:
@@ -171,6 +195,11 @@ def fetch(task: FetchTask) -> FetchResult:
                 body, truncated = _read(url, response, deadline, settings.max_page_bytes)
                 return _result(task.url, url, response, body, started, truncated)
     raise FetchError(task.url, f"more than {MAX_REDIRECTS} redirects", retryable=False)
+
+
+def stopped_asking(site: str) -> str:
+    """Why a page of a site the crawl gave up on was not fetched."""
+    return f"not fetched: {site} is blocking the crawler"
 
 
 def _conditions(task: FetchTask) -> dict[str, str]:

@@ -17,9 +17,37 @@ from urllib3.response import HTTPResponse
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
+class FixtureError(ValueError):
+    """A fixture folder that cannot be served or written to; the message names the folder."""
+
+
 def load_manifest(folder: str | Path) -> dict[str, dict[str, dict]]:
     """{site: {path+query: {"file", "status", "content_type"}}} from the folder's manifest.json."""
-    return json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
+    path = Path(folder) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FixtureError(f"{folder} is not a fixture folder: it has no manifest.json") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise FixtureError(f"{path} is not valid JSON: {exc}") from None
+    shape = "{site: {path: {\"file\": ...}}}"
+    if not isinstance(manifest, dict):
+        raise FixtureError(f"{path} must map sites to their pages, {shape}")
+    for site, pages in manifest.items():
+        if not isinstance(pages, dict) or not all(
+                isinstance(entry, dict) and isinstance(entry.get("file"), str) for entry in pages.values()):
+            raise FixtureError(f"{path}: the entry of site {site!r} must be {shape}")
+    return manifest
+
+
+def check_fixtures(folder: str | Path) -> None:
+    """A folder to serve from: its manifest well formed and every file it names there."""
+    if not Path(folder).is_dir():
+        raise FixtureError(f"{folder} is not a folder")
+    for pages in load_manifest(folder).values():
+        for entry in pages.values():
+            if not (Path(folder) / entry["file"]).is_file():
+                raise FixtureError(f"{folder}: manifest.json names {entry['file']}, which is not there")
 
 
 class FixtureAdapter(HTTPAdapter):

@@ -18,6 +18,7 @@ import gc
 import logging
 import math
 import multiprocessing
+import multiprocessing.dummy
 import multiprocessing.pool
 import os
 import signal
@@ -27,7 +28,7 @@ from functools import partial
 from multiprocessing.pool import ThreadPool
 from typing import Any, Callable, Protocol
 
-from .fetch import WorkerSettings, configure, init_worker
+from .fetch import FetchError, SiteStops, WorkerSettings, configure, init_worker, stopped_asking
 
 POOL_KINDS = ("process", "thread", "dask")
 DASK_MISSING = "the dask pool needs dask.distributed: pip install -e '.[dask]'"
@@ -52,30 +53,78 @@ class Pool(Protocol):
 
     def terminate(self) -> None: ...
 
+    def stop_site(self, site: str) -> None:
+        """Send nothing more to this site, not even for tasks already submitted."""
+
 
 def make_pool(kind: str, workers: int, settings: WorkerSettings, start_method: str | None = None,
-              dask_address: str | None = None) -> Pool:
+              dask_address: str | None = None, stops: SiteStops | None = None) -> Pool:
     """A Pool-shaped object of the given kind whose workers are set up to run crawler.fetch.fetch.
 
     start_method applies to the process pool only (Dask starts its worker processes with spawn).
+    stops: the sites' stop flags, shared by every pool of one crawl (a new pool must not
+    ask a site the crawl gave up on); made here when not given. A Dask pool cancels its
+    waiting tasks instead: its workers are on other hosts.
     """
-    if kind == "process":
-        context = multiprocessing.get_context(None if start_method in (None, "default") else start_method)
-        # What exists now is shared with forked workers page by page until either side writes
-        # to it; a collection in either writes to every object it visits. Frozen, they are
-        # left alone (about 10 MB less in all at 8 workers).
-        gc.collect()
-        gc.freeze()
-        return ProcessPool(workers, initializer=init_worker, initargs=(settings,), context=context)
-    if kind == "thread":
-        # configure, not init_worker: signal handlers can only be set in the main thread.
-        return ThreadPool(workers, initializer=configure, initargs=(settings,))
     if kind == "dask":
         return DaskPool.start(workers, settings, address=dask_address or None)
-    raise ValueError(f"unknown pool {kind!r} (known: {', '.join(POOL_KINDS)})")
+    if kind not in POOL_KINDS:
+        raise ValueError(f"unknown pool {kind!r} (known: {', '.join(POOL_KINDS)})")
+    pool: ProcessPool | SiteThreadPool
+    try:
+        if kind == "process":
+            context = multiprocessing.get_context(None if start_method in (None, "default") else start_method)
+            # What exists now is shared with forked workers page by page until either side writes
+            # to it; a collection in either writes to every object it visits. Frozen, they are
+            # left alone (about 10 MB less in all at 8 workers).
+            gc.collect()
+            gc.freeze()
+            stops = stops or SiteStops(settings.sites, context)
+            pool = ProcessPool(workers, initializer=init_worker, initargs=(settings, stops), context=context)
+        else:
+            stops = stops or SiteStops(settings.sites)
+            # configure, not init_worker: signal handlers can only be set in the main thread.
+            pool = SiteThreadPool(workers, initializer=configure, initargs=(settings, stops))
+    except (OSError, RuntimeError) as exc:  # fork or thread creation refused: EAGAIN, ENOMEM
+        what = "processes" if kind == "process" else "threads"
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise PoolUnavailable(f"the system refused to start {workers} worker {what} ({why}): "
+                              f"lower --workers or crawl.workers, or free memory and processes") from None
+    pool.stops = stops
+    return pool
 
 
-class ProcessPool(multiprocessing.pool.Pool):
+class _SharedStops:
+    """stop_site for pools whose workers read SiteStops before each request."""
+
+    stops: SiteStops
+
+    def stop_site(self, site: str) -> None:
+        self.stops.stop(site)
+
+
+class _WorkerThread(multiprocessing.dummy.DummyProcess):
+    def terminate(self) -> None:
+        """Pool's clean-up after a refused start calls this; the thread ends on its sentinel instead."""
+
+
+class SiteThreadPool(_SharedStops, ThreadPool):
+    """multiprocessing's ThreadPool, with stop_site, that fails cleanly when a thread is refused."""
+
+    @staticmethod
+    def Process(ctx: Any, *args: Any, **kwds: Any) -> _WorkerThread:  # noqa: N802 - Pool's name
+        return _WorkerThread(*args, **kwds)
+
+    def _repopulate_pool(self) -> None:
+        try:
+            super()._repopulate_pool()
+        except RuntimeError:  # "can't start new thread": end those started, so Pool can join them
+            for _ in self._pool:
+                self._inqueue.put(None)
+            raise
+
+
+class ProcessPool(_SharedStops, multiprocessing.pool.Pool):
     """multiprocessing.Pool whose worker-handler thread is not woken by every result.
 
     The stock pool's worker handler also waits on the result pipe, so while a callback
@@ -129,7 +178,7 @@ class DaskPool:
 
     def __init__(self, client: Any, cluster: Any = None) -> None:
         self.client, self.cluster = client, cluster
-        self._futures: set[Any] = set()
+        self._futures: dict[Any, str] = {}  # each submitted future and the site its task asks
         self._lock = threading.Lock()
         self._state = "run"  # then "close" or "terminate"
         self._stopper: threading.Thread | None = None
@@ -177,7 +226,7 @@ class DaskPool:
             raise ValueError("Pool not running")
         future = self.client.submit(fn, *args, pure=False, **(kwds or {}))
         with self._lock:
-            self._futures.add(future)
+            self._futures[future] = getattr(args[0], "site", "") if args else ""
         future.add_done_callback(partial(self._done, callback, error_callback))
         return future
 
@@ -186,11 +235,13 @@ class DaskPool:
         """On Dask's one callback thread, in completion order, as the stdlib result handler: never raises."""
         try:
             with self._lock:
-                self._futures.discard(future)  # the result is freed on the worker once it is read
-            if self._state == "terminate" or future.cancelled():
+                site = self._futures.pop(future, None)  # the result is freed on the worker once it is read
+            if self._state == "terminate":
                 return
             try:
-                if future.status == "error":
+                if future.cancelled():  # by stop_site: the task never sent its request
+                    value, handler = FetchError("", stopped_asking(site or ""), retryable=False), error_callback
+                elif future.status == "error":
                     value, handler = future.exception(timeout=DASK_RESULT_TIMEOUT), error_callback
                 else:
                     value, handler = future.result(timeout=DASK_RESULT_TIMEOUT), callback
@@ -200,6 +251,13 @@ class DaskPool:
                 handler(value)
         except BaseException:  # noqa: BLE001
             log.exception("a dask pool callback raised")
+
+    def stop_site(self, site: str) -> None:
+        """Cancel the site's tasks: those not started never send (the workers are out of reach)."""
+        with self._lock:
+            futures = [future for future, asks in self._futures.items() if asks == site]
+        if futures:
+            self.client.cancel(futures)
 
     def close(self) -> None:
         self._state = "close"
@@ -227,7 +285,7 @@ class DaskPool:
         with self._lock:
             if self._stopper is not None:
                 return
-            futures, self._futures = list(self._futures), set()
+            futures, self._futures = list(self._futures), {}
             self._stopper = threading.Thread(target=self._stop, args=(futures,), name="dask-pool-shutdown",
                                              daemon=True)
         pids = self._worker_pids()

@@ -18,10 +18,23 @@ class QueryError(Exception):
     """A question the database cannot answer as asked; the message says why."""
 
 
-def _rows(db: sqlite_utils.Database, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+class Rows(list):
+    """Rows as dicts, with the query's column names: an empty answer still has its header."""
+
+    columns: list[str]
+
+
+def _rows(db: sqlite_utils.Database, sql: str, params: Any = ()) -> Rows:
     cursor = db.execute(sql, params)
     names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]
+    rows = Rows(dict(zip(names, row)) for row in cursor.fetchall())
+    rows.columns = names
+    return rows
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, its own % and _ taken literally (ESCAPE '\\')."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def check_board(board: str) -> str:
@@ -47,7 +60,7 @@ def resolve_run(db: sqlite_utils.Database, run: int | None = None, board: str | 
     return latest
 
 
-def runs(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def runs(db: sqlite_utils.Database) -> Rows:
     return _rows(db, """select id, started, finished, status, pages, pages_ok, pages_failed,
                         pages_blocked, records, new_entries from runs order by id desc""")
 
@@ -89,8 +102,12 @@ def history(db: sqlite_utils.Database, movie: str, board: str | None = None) -> 
 
 
 def diff(db: sqlite_utils.Database, board: str | None = None, from_run: int | None = None,
-         to_run: int | None = None) -> list[dict[str, Any]]:
-    """What entered, left, moved or changed score between two runs (default: the last two)."""
+         to_run: int | None = None) -> Rows:
+    """What entered, left, moved, was renamed or changed score between two runs (default: the last two).
+
+    Entries are matched by the site's movie id, so a title changed under the same id is
+    "renamed" (its old title in from_title), not one film leaving and another entering.
+    """
     if board:
         check_board(board)
     to_id = resolve_run(db, to_run, board)
@@ -114,9 +131,11 @@ def diff(db: sqlite_utils.Database, board: str | None = None, from_run: int | No
         if key[:2] not in boards:
             continue
         before, after = old.get(key), new.get(key)
+        renamed = before is not None and after is not None and before["title"] != after["title"]
         row = {"board": key[1], "title": (after or before)["title"],
                "from_rank": before and before["rank"], "to_rank": after and after["rank"],
-               "move": None, "from_score": before and before["score"], "to_score": after and after["score"]}
+               "move": None, "from_score": before and before["score"], "to_score": after and after["score"],
+               "from_title": before["title"] if renamed else None}
         if before is None:
             row["change"] = "entered"
         elif after is None:
@@ -124,15 +143,20 @@ def diff(db: sqlite_utils.Database, board: str | None = None, from_run: int | No
         elif before["rank"] != after["rank"]:
             row["move"] = before["rank"] - after["rank"]
             row["change"] = "up" if row["move"] > 0 else "down"
+        elif renamed:
+            row["change"] = "renamed"
         elif before["score"] != after["score"]:
             row["change"] = "score"
         else:
             continue
         changes.append({"from_run": from_id, "to_run": to_id, "change": row.pop("change"), **row})
+    changes = Rows(changes)
+    changes.columns = ["from_run", "to_run", "change", "board", "title", "from_rank", "to_rank", "move",
+                       "from_score", "to_score", "from_title"]
     return changes
 
 
-def search(db: sqlite_utils.Database, text: str) -> list[dict[str, Any]]:
+def search(db: sqlite_utils.Database, text: str) -> Rows:
     """Movies whose title, other titles or actors contain the text."""
     text = text.strip()
     if not text:
@@ -141,18 +165,18 @@ def search(db: sqlite_utils.Database, text: str) -> list[dict[str, Any]]:
         where = "rowid in (select rowid from movies_fts where movies_fts match ?)"
         params = ['"' + text.replace('"', '""') + '"']
     else:
-        where = "(title like ? or actors like ? or other_titles like ?)"
-        params = [f"%{text}%"] * 3
+        where = "(title like ? escape '\\' or actors like ? escape '\\' or other_titles like ? escape '\\')"
+        params = [_like(text)] * 3
     return _rows(db, f"""select site, movie_id, title, actors, release_date, last_run_id from movies
                          where {where} order by site, title""", params)
 
 
-def export_rows(db: sqlite_utils.Database, run: int | None = None) -> list[dict[str, Any]]:
+def export_rows(db: sqlite_utils.Database, run: int | None = None) -> Rows:
     run_id = resolve_run(db, run)
     return _rows(db, "select * from records where run_id = ? order by site, board, rank", [run_id])
 
 
-def compare(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def compare(db: sqlite_utils.Database) -> Rows:
     """Maoyan TOP100 against Douban Top 250, as each stood in its latest run.
 
     Joined on title and year. Maoyan often shows a re-release date, so a Maoyan year
@@ -167,3 +191,10 @@ def compare(db: sqlite_utils.Database) -> list[dict[str, Any]]:
         where m.run_id = ? and m.board = 'top100' and d.run_id = ? and d.board = 'top250'
           and (m.release_date is null or cast(substr(m.release_date, 1, 4) as integer) >= d.year)
         order by m.rank""", [maoyan_run, douban_run])
+
+
+def pages(db: sqlite_utils.Database, run: int | None = None, every: bool = False) -> Rows:
+    """A run's pages that were not stored (all of them with every=True), with the reason."""
+    run_id = resolve_run(db, run)
+    return _rows(db, """select url, site, board, outcome, attempts, status, error from pages
+                        where run_id = ? and (? or outcome != 'ok') order by rowid""", [run_id, int(every)])

@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from .offline import load_manifest
+from .offline import FixtureError, load_manifest
 
 
 class Recorder:
@@ -19,8 +19,13 @@ class Recorder:
     def __init__(self, folder: str | Path, base_urls: dict[str, str]) -> None:
         self.folder = Path(folder)
         self.base_urls = base_urls
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.manifest = load_manifest(self.folder) if (self.folder / "manifest.json").exists() else {}
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.manifest = load_manifest(self.folder) if (self.folder / "manifest.json").exists() else {}
+            # Written now, so a folder that cannot take files says so before the crawl starts.
+            self._write_manifest()
+        except OSError as exc:
+            raise FixtureError(f"cannot write to {folder}: {exc.strerror or exc}") from None
 
     def save(self, site: str, url: str, body: bytes, content_type: str | None) -> None:
         key = url[len(self.base_urls[site]):] or "/"
@@ -30,6 +35,9 @@ class Recorder:
         (self.folder / relative).write_bytes(body)
         self.manifest.setdefault(site, {})[key] = {
             "file": relative, "status": 200, "content_type": content_type or "text/html"}
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
         # Rewritten whole each time (small), via a rename so a crash never leaves half a file.
         temporary = self.folder / "manifest.json.tmp"
         temporary.write_text(json.dumps(self.manifest, ensure_ascii=False, indent=1, sort_keys=True),

@@ -12,6 +12,7 @@ Every wait has a bound: each task has a deadline, after which it is given up and
 from __future__ import annotations
 
 import heapq
+import multiprocessing
 import os
 import queue
 import random
@@ -32,8 +33,8 @@ import sqlite_utils
 
 from . import pipeline, pools, store
 from .config import Config, ConfigError
-from .fetch import FetchTask, SiteHTTP, WorkerSettings, fetch
-from .offline import FIXTURES
+from .fetch import FetchTask, SiteHTTP, SiteStops, WorkerSettings, fetch, stopped_asking
+from .offline import FIXTURES, FixtureError, check_fixtures
 from .pipeline import PageOutcome
 from .progress import Progress
 from .record import Recorder
@@ -71,6 +72,8 @@ class CrawlResult:
     blocked_sites: list[str] = field(default_factory=list)
     # site -> file holding the first page that site blocked us with, for the user to read
     blocked_pages: dict[str, str] = field(default_factory=dict)
+    # site -> its pages that came back blocked
+    blocks: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,8 +95,9 @@ def worker_settings(config: Config, fixtures: str | None) -> WorkerSettings:
     )
 
 
-def make_pool(config: Config, settings: WorkerSettings, workers: int) -> pools.Pool:
-    return pools.make_pool(config.pool, workers, settings, config.start_method, config.dask_scheduler or None)
+def make_pool(config: Config, settings: WorkerSettings, workers: int, stops: SiteStops | None = None) -> pools.Pool:
+    return pools.make_pool(config.pool, workers, settings, config.start_method, config.dask_scheduler or None,
+                           stops)
 
 
 def shutdown_pool(pool: Any, timeout: float = 5.0) -> None:
@@ -363,8 +367,9 @@ class Scheduler:
             self.blocks[task.site] = self.blocks.get(task.site, 0) + 1
             if task.site not in self.blocked_pages:
                 self._keep_blocked_page(task, outcome)
-            if self.blocks[task.site] >= BLOCKS_BEFORE_GIVING_UP:
+            if self.blocks[task.site] >= BLOCKS_BEFORE_GIVING_UP and task.site not in self.given_up:
                 self.given_up.add(task.site)
+                self.pool.stop_site(task.site)  # tasks already in the pool must not send either
         elif outcome.retryable and task.attempt < self.config.max_attempts:
             self._save(task, outcome, final=False)
             self._retry(task, outcome.retry_after)
@@ -421,7 +426,7 @@ class Scheduler:
         self.host_busy[flight.host] -= 1
 
     def _give_up(self, task: FetchTask) -> None:
-        outcome = PageOutcome(task, "error", error=f"not fetched: {task.site} is blocking the crawler")
+        outcome = PageOutcome(task, "error", error=stopped_asking(task.site))
         self._save(task, outcome)
         self.failures.append((task.url, outcome.error))
 
@@ -473,23 +478,40 @@ def crawl(config: Config, db_path: str | None = None, offline: bool = False, wor
     resume: a run id, or "latest" for the latest unfinished run; only the pages that run
     does not have yet are fetched into it. record: a folder to write every page into, in
     the fixtures format. On SIGINT or SIGTERM the crawl stops submitting, stores what is
-    parsed, marks the run interrupted and raises Interrupted.
+    parsed, marks the run interrupted and raises Interrupted. However it ends, the
+    database's main file holds everything stored (the write-ahead log is folded back in).
     """
     path = db_path or config.database
     folder = str(fixtures or FIXTURES) if (offline or fixtures) else None
-    if folder and not (Path(folder) / "manifest.json").is_file():
-        raise ConfigError(f"{folder} is not a fixture folder: it has no manifest.json")
+    # Both folders are checked before the database is touched: a bad one must leave no run behind.
     try:
-        return _crawl(config, path, folder, workers or config.workers, resume, record, progress)
+        if folder:
+            check_fixtures(folder)
+    except FixtureError as exc:
+        raise ConfigError(f"{'--fixtures' if fixtures else '--offline'}: {exc}") from None
+    try:
+        recorder = Recorder(record, {s.name: s.base_url for s in config.sites}) if record else None
+    except FixtureError as exc:
+        raise ConfigError(f"--record: {exc}") from None
+    db = store.open_db(path)
+    try:
+        return _crawl(config, db, path, folder, workers or config.workers, resume, recorder, progress)
     except sqlite3.Error as exc:
         raise store.database_error(path, exc) from None
+    finally:
+        try:
+            store.close_db(db)
+        except sqlite3.Error:
+            pass  # what was committed is in the log; SQLite folds it in at the next open
 
 
-def _crawl(config: Config, db_path: str, fixtures: str | None, workers: int, resume: int | str | None,
-           record: str | Path | None, progress: Progress | None) -> CrawlResult:
+def _crawl(config: Config, db: sqlite_utils.Database, db_path: str, fixtures: str | None, workers: int,
+           resume: int | str | None, recorder: Recorder | None, progress: Progress | None) -> CrawlResult:
     started = time.monotonic()
-    db = store.open_db(db_path)
-    make = partial(make_pool, config, worker_settings(config, fixtures), workers)
+    # One set of stop flags for every pool of the crawl: a replacement pool inherits the decisions.
+    stops = SiteStops((s.name for s in config.sites),
+                      multiprocessing.get_context(None if config.start_method == "default" else config.start_method))
+    make = partial(make_pool, config, worker_settings(config, fixtures), workers, stops)
     pool = make()  # first: a pool that cannot start must leave no run behind
     try:
         if resume is None:
@@ -497,7 +519,6 @@ def _crawl(config: Config, db_path: str, fixtures: str | None, workers: int, res
         else:
             run_id = store.reopen_run(db, resume)
             done = store.pages_done(db, run_id)
-        recorder = Recorder(record, {s.name: s.base_url for s in config.sites}) if record else None
     except BaseException:
         shutdown_pool(pool)
         raise
@@ -513,6 +534,12 @@ def _crawl(config: Config, db_path: str, fixtures: str | None, workers: int, res
         scheduler.close()
         store.finish_run(db, run_id, "interrupted", "stopped at once by a second Ctrl-C",
                          time.monotonic() - started)
+        raise
+    except Exception as exc:  # the database or the disk failed us: the run says so, not "running"
+        try:
+            store.finish_run(db, run_id, "failed", f"stopped by an error: {exc}", time.monotonic() - started)
+        except sqlite3.Error:
+            pass  # the database itself is the error; --resume can still take the run up
         raise
     finally:
         scheduler.close()
@@ -537,6 +564,7 @@ def _result(run_id: int, status: str, elapsed: float, failures: list[tuple[str, 
             scheduler: Scheduler, stats: dict[str, Any]) -> CrawlResult:
     return CrawlResult(run_id=run_id, status=status, elapsed=elapsed, failures=failures,
                        blocked_sites=sorted(scheduler.given_up), blocked_pages=dict(scheduler.blocked_pages),
+                       blocks=dict(scheduler.blocks),
                        **{name: stats[name] for name in (
                            "pages_ok", "pages_failed", "pages_blocked", "records", "pages_retried",
                            "new_entries", "pages_per_second")})

@@ -80,19 +80,67 @@ def now() -> str:
 
 
 def open_db(path: str | Path) -> sqlite_utils.Database:
-    """Open (creating if needed) the database, in WAL mode, with every table in place."""
+    """Open (creating if needed) the database, in WAL mode, with every table in place.
+
+    For commands that write; close it with close_db() so the main file is whole again.
+    """
     path = Path(path)
     if not path.parent.exists():
         raise StoreError(f"cannot open database {path}: folder {path.parent} does not exist")
+    if path.exists() and not path.is_file():
+        raise StoreError(f"cannot open database {path}: it is a folder, not a file")
     try:
         conn = sqlite3.connect(str(path), timeout=5, check_same_thread=True)
         db = sqlite_utils.Database(conn)
+        if not path.stat().st_size == 0 and not _is_crawler_database(db):
+            conn.close()
+            raise StoreError(f"{path} is not a crawler database: pass --db with a new file name or one a crawl made")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         _ensure_tables(db)
     except sqlite3.Error as exc:
         raise database_error(path, exc) from None
     return db
+
+
+def open_readonly(path: str | Path) -> sqlite_utils.Database:
+    """Open a crawler database for reading only: nothing in the file can change, whatever it is."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"no database at {path}: crawl first (python -m crawler crawl.toml) or pass --db PATH")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        db = sqlite_utils.Database(conn)
+        crawler_db = _is_crawler_database(db)
+    except sqlite3.Error as exc:
+        if "not a database" not in str(exc):
+            raise database_error(path, exc) from None
+        crawler_db = False
+    if not crawler_db:
+        conn.close()
+        raise StoreError(f"{path} is not a crawler database")
+    return db
+
+
+def _is_crawler_database(db: sqlite_utils.Database) -> bool:
+    """Whether the file holds the crawler's tables; an empty file holds none."""
+    try:
+        names = {name for (name,) in db.execute("select name from sqlite_master where type = 'table'")}
+    except sqlite3.DatabaseError:
+        return False
+    return {"runs", "records", "pages"} <= names
+
+
+def close_db(db: sqlite_utils.Database) -> None:
+    """Fold the write-ahead log back into the main file and close.
+
+    Until then the latest writes live in FILE-wal: a copy of the main file alone, or a
+    reader that opens it immutable (datasette -i), would not see them.
+    """
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.conn.close()
 
 
 def _ensure_tables(db: sqlite_utils.Database) -> None:

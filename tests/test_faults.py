@@ -209,7 +209,7 @@ def test_a_blocked_site_is_left_alone_and_the_rest_finishes(tmp_path, server):
     assert {r["outcome"]: r["n"] for r in outcomes} == {"blocked": 3, "error": 7}
     saved = tmp_path / "blocked-maoyan-run1.html"
     assert saved.read_bytes() == VERIFY_PAGE
-    assert f"maoyan is blocking the crawler (its page: {saved})" in result.stderr
+    assert f"maoyan is blocking the crawler (3 pages blocked; its page: {saved})" in result.stderr
     assert "cookies" in result.stderr
 
 
