@@ -6,6 +6,7 @@ import difflib
 import os
 import sqlite3
 import sys
+import traceback
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
@@ -150,14 +151,21 @@ def run_crawl(argv: list[str]) -> int:
         print(f"crawler: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Interrupted as stop:
+        if stop.at_once:
+            print("crawler: stopped at once; the pages that were still downloading were abandoned",
+                  file=sys.stderr)
         print(summary(stop.result, db_path), file=sys.stderr)
         print(f"resume with: python -m crawler {args.config}{' --db ' + args.db if args.db else ''} "
               f"--resume {stop.result.run_id}", file=sys.stderr)
         return 128 + stop.signum
-    except KeyboardInterrupt:
-        print("crawler: stopped at once; the run is marked interrupted and can be resumed with --resume",
-              file=sys.stderr)
+    except KeyboardInterrupt:  # before the crawl could set up its own handling: nothing started
+        print("crawler: stopped", file=sys.stderr)
         return EXIT_SIGINT
+    except Exception as exc:  # a fault of the crawler's own: the run is marked failed, not left running
+        if args.verbose:
+            traceback.print_exc()
+        print(f"crawler: internal error: {exc!r} (the run is marked failed; -v shows where)", file=sys.stderr)
+        return EXIT_INCOMPLETE
     print(summary(result, db_path), file=sys.stderr)
     if result.blocked_sites:
         return EXIT_BLOCKED
@@ -255,7 +263,10 @@ def _cmd_compare(db, args) -> None:
 
 
 def _cmd_pages(db, args) -> None:
-    _print(query.pages(db, args.run, args.all), args.format)
+    rows = query.pages(db, args.run, args.all)
+    if not rows and args.format == "table":
+        print("every page of the run was stored", file=sys.stderr)
+    _print(rows, args.format)
 
 
 def _cmd_reparse(db, args) -> None:

@@ -5,9 +5,12 @@ goes in, a FetchResult or a FetchError comes out. Parsing never happens here.
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 import time
 import zlib
@@ -84,27 +87,44 @@ class FetchError(Exception):
         return self.reason
 
 
+# Why the crawl sends nothing more to a site.
+BLOCKED, STOPPING = 1, 2
+
+
+def not_fetched(site: str, why: int) -> str:
+    """The reason given for a page a worker dropped instead of asking its site."""
+    return (f"not fetched: {site} is blocking the crawler" if why == BLOCKED
+            else "not fetched: the crawl is stopping")
+
+
 class SiteStops:
     """The sites the crawl has stopped asking, as the workers of a process or thread pool see them.
 
-    A byte per site in shared memory: the main process sets it when it gives up on a site,
-    and a worker reads it just before each request, so that tasks already handed to the
-    pool send nothing more to a site that is blocking the crawler.
+    A byte per site in shared memory: the main process sets it when it gives up on a site
+    (BLOCKED) or is told to stop (STOPPING), and a worker reads it just before each request,
+    so that tasks already handed to the pool send nothing more.
     """
 
     def __init__(self, sites: Iterable[str], context: Any = multiprocessing) -> None:
         self.sites = tuple(sites)
         self.flags = context.RawArray("b", max(1, len(self.sites)))
 
-    def stop(self, site: str) -> None:
-        self.flags[self.sites.index(site)] = 1
+    def stop(self, site: str, why: int = BLOCKED) -> None:
+        self.flags[self.sites.index(site)] = why
 
-    def stopped(self, site: str) -> bool:
-        return site in self.sites and bool(self.flags[self.sites.index(site)])
+    def why(self, site: str) -> int:
+        """0 while the site may be asked, else BLOCKED or STOPPING."""
+        return self.flags[self.sites.index(site)] if site in self.sites else 0
 
 
 _settings: WorkerSettings | None = None
 _stops: SiteStops | None = None
+
+
+def stop_here(site: str, why: int) -> None:
+    """Set a site's stop flag in this worker process (Dask runs it on every worker)."""
+    if _stops is not None:
+        _stops.stop(site, why)
 # One Session per downloading thread: a process worker has one thread, a thread or Dask
 # worker several, and requests.Session is not safe to share between threads.
 _local = threading.local()
@@ -179,11 +199,12 @@ def fetch(task: FetchTask) -> FetchResult:
     url = task.url
     with _hard_deadline(task.url, settings.page_deadline):
         for _ in range(MAX_REDIRECTS + 1):
-            if _stops is not None and _stops.stopped(task.site):
-                raise FetchError(task.url, stopped_asking(task.site), retryable=False)
+            why = _stops.why(task.site) if _stops is not None else 0
+            if why:
+                raise FetchError(task.url, not_fetched(task.site, why), retryable=False)
             response = _get(url, {**site.headers, **_conditions(task)}, deadline, settings.request_timeout,
                             _from_environment.get(task.site, {}))
-            with response:
+            with response, _watchdog.watch(response, deadline):
                 location = response.headers.get("location")
                 if response.is_redirect and location:
                     target = urljoin(url, location)
@@ -197,11 +218,6 @@ def fetch(task: FetchTask) -> FetchResult:
     raise FetchError(task.url, f"more than {MAX_REDIRECTS} redirects", retryable=False)
 
 
-def stopped_asking(site: str) -> str:
-    """Why a page of a site the crawl gave up on was not fetched."""
-    return f"not fetched: {site} is blocking the crawler"
-
-
 def _conditions(task: FetchTask) -> dict[str, str]:
     headers = {}
     if task.etag:
@@ -213,6 +229,72 @@ def _conditions(task: FetchTask) -> dict[str, str]:
 
 class _DeadlinePassed(BaseException):
     """Raised by the alarm inside a blocking read; BaseException so no library swallows it."""
+
+
+class _Watchdog:
+    """Cuts downloads still running at their deadline, where no alarm can (worker threads).
+
+    A socket timeout bounds each wait for a byte, not the whole body, and only a process's
+    main thread can take an alarm signal. One thread here watches every download of the
+    process: at the deadline it shuts the response's socket down, so the blocked read
+    fails at once, the worker thread is free, and the connection is closed, not kept.
+    """
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, socket.socket]] = []  # heap of (deadline, order, socket)
+        self._watched: set[int] = set()  # orders of the downloads still running
+        self._order = itertools.count()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def watch(self, response: requests.Response, deadline: float):
+        sock = _socket_of(response)
+        if sock is None or threading.current_thread() is threading.main_thread():
+            yield  # the alarm of _hard_deadline covers a process worker's main thread
+            return
+        order = next(self._order)
+        with self._wake:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="fetch-watchdog", daemon=True)
+                self._thread.start()
+            heapq.heappush(self._due, (deadline, order, sock))
+            self._watched.add(order)
+            self._wake.notify()
+        try:
+            yield
+        finally:
+            with self._wake:
+                self._watched.discard(order)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while self._due and self._due[0][1] not in self._watched:
+                    heapq.heappop(self._due)  # finished in time
+                if not self._due:
+                    self._wake.wait()
+                    continue
+                deadline, order, sock = self._due[0]
+                if time.monotonic() < deadline:
+                    self._wake.wait(deadline - time.monotonic())
+                    continue
+                heapq.heappop(self._due)
+                self._watched.discard(order)
+                try:  # under the lock: the download cannot end and hand its connection on meanwhile
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # closed meanwhile
+
+
+def _socket_of(response: requests.Response) -> socket.socket | None:
+    """The socket a streamed response reads from (urllib3 -> http.client -> socket file)."""
+    reader = getattr(getattr(response.raw, "_fp", None), "fp", None)
+    sock = getattr(getattr(reader, "raw", None), "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+_watchdog = _Watchdog()
 
 
 @contextmanager
@@ -273,6 +355,9 @@ def _read(url: str, response: requests.Response, deadline: float, cap: int) -> t
                 raise FetchError(url, f"body still arriving after the page deadline ({size} bytes read)",
                                  retryable=True)
     except requests.RequestException as exc:
+        if time.monotonic() > deadline:  # cut by the watchdog
+            raise FetchError(url, f"body still arriving after the page deadline ({size} bytes read)",
+                             retryable=True) from None
         raise FetchError(url, f"body cut short after {size} bytes ({_why(exc)})", retryable=True) from None
     return b"".join(chunks), False
 

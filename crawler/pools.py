@@ -28,7 +28,7 @@ from functools import partial
 from multiprocessing.pool import ThreadPool
 from typing import Any, Callable, Protocol
 
-from .fetch import FetchError, SiteStops, WorkerSettings, configure, init_worker, stopped_asking
+from .fetch import BLOCKED, SiteStops, WorkerSettings, configure, init_worker, stop_here
 
 POOL_KINDS = ("process", "thread", "dask")
 DASK_MISSING = "the dask pool needs dask.distributed: pip install -e '.[dask]'"
@@ -53,8 +53,8 @@ class Pool(Protocol):
 
     def terminate(self) -> None: ...
 
-    def stop_site(self, site: str) -> None:
-        """Send nothing more to this site, not even for tasks already submitted."""
+    def stop_site(self, site: str, why: int = BLOCKED) -> None:
+        """Send nothing more to this site, not even for tasks already submitted (why: fetch.BLOCKED or STOPPING)."""
 
 
 def make_pool(kind: str, workers: int, settings: WorkerSettings, start_method: str | None = None,
@@ -63,8 +63,8 @@ def make_pool(kind: str, workers: int, settings: WorkerSettings, start_method: s
 
     start_method applies to the process pool only (Dask starts its worker processes with spawn).
     stops: the sites' stop flags, shared by every pool of one crawl (a new pool must not
-    ask a site the crawl gave up on); made here when not given. A Dask pool cancels its
-    waiting tasks instead: its workers are on other hosts.
+    ask a site the crawl gave up on); made here when not given. A Dask pool's workers
+    each keep their own, set through the scheduler: they are on other hosts.
     """
     if kind == "dask":
         return DaskPool.start(workers, settings, address=dask_address or None)
@@ -99,8 +99,8 @@ class _SharedStops:
 
     stops: SiteStops
 
-    def stop_site(self, site: str) -> None:
-        self.stops.stop(site)
+    def stop_site(self, site: str, why: int = BLOCKED) -> None:
+        self.stops.stop(site, why)
 
 
 class _WorkerThread(multiprocessing.dummy.DummyProcess):
@@ -156,10 +156,15 @@ def _session_plugin_class() -> type:
             # Our own worker processes share the terminal: Ctrl-C is for the driver to handle.
             if self.ignore_sigint and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-            configure(self.settings)
+            configure(self.settings, SiteStops(self.settings.sites))
 
     SessionPlugin.__module__, SessionPlugin.__qualname__ = __name__, "SessionPlugin"
     return SessionPlugin
+
+
+async def _stop_on_worker(site: str, why: int) -> None:
+    """stop_here, in a Dask worker's event loop: Dask runs only coroutines without waiting for them."""
+    stop_here(site, why)
 
 
 def __getattr__(name: str) -> Any:
@@ -178,7 +183,7 @@ class DaskPool:
 
     def __init__(self, client: Any, cluster: Any = None) -> None:
         self.client, self.cluster = client, cluster
-        self._futures: dict[Any, str] = {}  # each submitted future and the site its task asks
+        self._futures: set[Any] = set()
         self._lock = threading.Lock()
         self._state = "run"  # then "close" or "terminate"
         self._stopper: threading.Thread | None = None
@@ -226,7 +231,7 @@ class DaskPool:
             raise ValueError("Pool not running")
         future = self.client.submit(fn, *args, pure=False, **(kwds or {}))
         with self._lock:
-            self._futures[future] = getattr(args[0], "site", "") if args else ""
+            self._futures.add(future)
         future.add_done_callback(partial(self._done, callback, error_callback))
         return future
 
@@ -235,13 +240,11 @@ class DaskPool:
         """On Dask's one callback thread, in completion order, as the stdlib result handler: never raises."""
         try:
             with self._lock:
-                site = self._futures.pop(future, None)  # the result is freed on the worker once it is read
-            if self._state == "terminate":
+                self._futures.discard(future)  # the result is freed on the worker once it is read
+            if self._state == "terminate" or future.cancelled():
                 return
             try:
-                if future.cancelled():  # by stop_site: the task never sent its request
-                    value, handler = FetchError("", stopped_asking(site or ""), retryable=False), error_callback
-                elif future.status == "error":
+                if future.status == "error":
                     value, handler = future.exception(timeout=DASK_RESULT_TIMEOUT), error_callback
                 else:
                     value, handler = future.result(timeout=DASK_RESULT_TIMEOUT), callback
@@ -252,12 +255,9 @@ class DaskPool:
         except BaseException:  # noqa: BLE001
             log.exception("a dask pool callback raised")
 
-    def stop_site(self, site: str) -> None:
-        """Cancel the site's tasks: those not started never send (the workers are out of reach)."""
-        with self._lock:
-            futures = [future for future, asks in self._futures.items() if asks == site]
-        if futures:
-            self.client.cancel(futures)
+    def stop_site(self, site: str, why: int = BLOCKED) -> None:
+        """Set the site's stop flag in every worker process, out of band of the tasks queued there."""
+        self.client.run(_stop_on_worker, site, why, wait=False)
 
     def close(self) -> None:
         self._state = "close"
@@ -285,7 +285,7 @@ class DaskPool:
         with self._lock:
             if self._stopper is not None:
                 return
-            futures, self._futures = list(self._futures), {}
+            futures, self._futures = list(self._futures), set()
             self._stopper = threading.Thread(target=self._stop, args=(futures,), name="dask-pool-shutdown",
                                              daemon=True)
         pids = self._worker_pids()

@@ -53,6 +53,11 @@ class Progress:
             self.last_log = time.monotonic()
             self._write(self.line())
 
+    def note(self, text: str) -> None:
+        """A line the user should see now (unless quiet), between progress updates."""
+        if not self.quiet:
+            self._write(text)
+
     def line(self) -> str:
         rate = self.done / max(time.monotonic() - self.started, 1e-9)
         return (f"{self.done}/{self.total} pages, {self.records} records, {self.errors} errors, "

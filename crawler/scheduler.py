@@ -15,7 +15,6 @@ import heapq
 import multiprocessing
 import os
 import queue
-import random
 import signal
 import sqlite3
 import threading
@@ -31,21 +30,17 @@ from urllib.parse import urlsplit
 
 import sqlite_utils
 
-from . import pipeline, pools, store
+from . import pipeline, policy, pools, store
 from .config import Config, ConfigError
-from .fetch import FetchTask, SiteHTTP, SiteStops, WorkerSettings, fetch, stopped_asking
+from .fetch import BLOCKED, STOPPING, FetchTask, SiteHTTP, SiteStops, WorkerSettings, fetch, not_fetched
 from .offline import FIXTURES, FixtureError, check_fixtures
 from .pipeline import PageOutcome
 from .progress import Progress
 from .record import Recorder
 from .sites import SITES
 
-# After this many blocked pages from one site, stop asking it: more requests only
-# make the block last longer.
-BLOCKS_BEFORE_GIVING_UP = 3
 # Time a task may take beyond the page deadline before it is presumed lost with its worker.
 LOST_TASK_GRACE = 5.0
-MAX_BACKOFF = 60.0
 POLL = 0.5
 # Up to this many tasks per worker are submitted at once, where the host's limits allow.
 SUBMIT_AHEAD = 3
@@ -157,8 +152,11 @@ class Scheduler:
         self.failures: list[tuple[str, str]] = []
         # While several outcomes are handled at once, the pages they store, for one commit.
         self.unsaved: list[store.PageWrite] | None = None
-        # Set by a signal handler: the number of the signal that asked the crawl to stop.
+        # Set by a signal handler: the number of the signal that asked the crawl to stop,
+        # and whether a second one asked it not to wait for the pages under way.
         self.stop_signal: int | None = None
+        self.at_once = False
+        self.stop_announced = False
 
     # -- what to fetch -------------------------------------------------------------------
     def add(self, site: str, board: str, url: str, attempt: int = 1, not_before: float = 0.0) -> None:
@@ -228,8 +226,19 @@ class Scheduler:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> list[tuple[str, str]]:
-        while (self.sources or self.ready or self.later or self.in_flight) and self.stop_signal is None:
-            wake = self._submit_ready()
+        """Submit, take outcomes, store, reap, until every page is settled.
+
+        Once asked to stop, nothing more is submitted, and the pages already downloading
+        are awaited (each within its deadline) and stored; a second Ctrl-C cuts that short.
+        """
+        while self.in_flight or (self.stop_signal is None and (self.sources or self.ready or self.later)):
+            if self.stop_signal is not None and not self.stop_announced:
+                self.stop_announced = True
+                for site in self.config.sites:  # what waits in the pool is dropped, not sent
+                    self.pool.stop_site(site.name, STOPPING)
+                self.progress.note("stopping: finishing the pages already downloading "
+                                   "(press Ctrl-C again to stop at once)")
+            wake = self._submit_ready() if self.stop_signal is None else float("inf")
             try:
                 first = self.outcomes.get(timeout=self._wait_time(wake))
             except queue.Empty:
@@ -237,8 +246,6 @@ class Scheduler:
             else:
                 self._handle_waiting(first)
             self._reap_lost()
-        if self.stop_signal is not None:
-            self._save_parsed()
         return self.failures
 
     def _handle_waiting(self, first: tuple[FetchTask, PageOutcome]) -> None:
@@ -269,16 +276,6 @@ class Scheduler:
                 yield self.outcomes.get_nowait()
             except queue.Empty:
                 return
-
-    def _save_parsed(self) -> None:
-        """On the way out, store what the callbacks already parsed; fetch nothing more."""
-        while True:
-            try:
-                task, outcome = self.outcomes.get_nowait()
-            except queue.Empty:
-                return
-            if outcome.outcome == "ok":
-                self._handle(task, outcome)
 
     def _wait_time(self, wake: float) -> float:
         """Sleep until an outcome arrives, a held task comes due, or a deadline passes."""
@@ -344,6 +341,8 @@ class Scheduler:
         if flight is None or flight.task is not task:
             return  # the answer to an attempt already given up as lost
         self._release(task.url)
+        if outcome.error == not_fetched(task.site, STOPPING):
+            return  # dropped on the way out: still noted pending, for --resume
         if outcome.not_modified and task.url not in self.copies:
             outcome.outcome, outcome.error = "error", "HTTP 304 to a request that was not conditional"
         if outcome.outcome == "ok":
@@ -367,10 +366,11 @@ class Scheduler:
             self.blocks[task.site] = self.blocks.get(task.site, 0) + 1
             if task.site not in self.blocked_pages:
                 self._keep_blocked_page(task, outcome)
-            if self.blocks[task.site] >= BLOCKS_BEFORE_GIVING_UP and task.site not in self.given_up:
+            if policy.stop_asking(self.blocks[task.site]) and task.site not in self.given_up:
                 self.given_up.add(task.site)
                 self.pool.stop_site(task.site)  # tasks already in the pool must not send either
-        elif outcome.retryable and task.attempt < self.config.max_attempts:
+        elif policy.should_retry(outcome.retryable, task.attempt, self.config.max_attempts) \
+                and self.stop_signal is None:
             self._save(task, outcome, final=False)
             self._retry(task, outcome.retry_after)
             return
@@ -386,11 +386,7 @@ class Scheduler:
         self.blocked_pages[task.site] = str(path)
 
     def _retry(self, task: FetchTask, retry_after: float | None) -> None:
-        if retry_after is not None:
-            wait = min(retry_after, MAX_BACKOFF)
-        else:
-            # Exponential, with jitter so that pages failed together are not retried together.
-            wait = min(MAX_BACKOFF, self.config.retry_backoff * 2 ** (task.attempt - 1)) * random.uniform(0.5, 1.5)
+        wait = policy.retry_delay(task.attempt, self.config.retry_backoff, retry_after)
         self.add(task.site, task.board, task.url, task.attempt + 1, time.monotonic() + wait)
 
     def _reap_lost(self) -> None:
@@ -426,7 +422,7 @@ class Scheduler:
         self.host_busy[flight.host] -= 1
 
     def _give_up(self, task: FetchTask) -> None:
-        outcome = PageOutcome(task, "error", error=stopped_asking(task.site))
+        outcome = PageOutcome(task, "error", error=not_fetched(task.site, BLOCKED))
         self._save(task, outcome)
         self.failures.append((task.url, outcome.error))
 
@@ -461,12 +457,16 @@ def _planned(site: str, board: str, base_url: str, paths: tuple[str, ...],
 
 
 class Interrupted(Exception):
-    """The crawl was stopped by a signal; what was parsed before it is stored."""
+    """The crawl was stopped by a signal; what was parsed before it is stored.
 
-    def __init__(self, result: CrawlResult, signum: int) -> None:
+    at_once: a second signal came, and the pages still downloading were abandoned.
+    """
+
+    def __init__(self, result: CrawlResult, signum: int, at_once: bool = False) -> None:
         super().__init__(f"stopped by signal {signum}")
         self.result = result
         self.signum = signum
+        self.at_once = at_once
 
 
 def crawl(config: Config, db_path: str | None = None, offline: bool = False, workers: int | None = None,
@@ -525,30 +525,35 @@ def _crawl(config: Config, db: sqlite_utils.Database, db_path: str, fixtures: st
     scheduler = Scheduler(config, db, run_id, make, fixtures is not None, workers, Path(db_path).resolve().parent,
                           progress, recorder, pool)
     scheduler.copies = store.stored_copies(db, run_id)
-    try:
-        with _stop_on_signals(scheduler):
+    error: Exception | None = None
+    with _stop_on_signals(scheduler):
+        try:
             scheduler.add_boards(skip=done)
             scheduler.add_owed(store.pages_owed(db, run_id))
-            failures = scheduler.run()
-    except KeyboardInterrupt:  # a second Ctrl-C: no more waiting, but the run is marked
-        scheduler.close()
-        store.finish_run(db, run_id, "interrupted", "stopped at once by a second Ctrl-C",
-                         time.monotonic() - started)
-        raise
-    except Exception as exc:  # the database or the disk failed us: the run says so, not "running"
+            scheduler.run()
+        except KeyboardInterrupt:
+            pass  # a second signal: the downloads under way are abandoned
+        except Exception as exc:  # the database or the disk failed us: the run must say so
+            error = exc
+        finally:
+            try:
+                scheduler.close()
+            except KeyboardInterrupt:  # the second signal came while the pool was stopping
+                scheduler.close()
+            scheduler.progress.close()
+    elapsed = time.monotonic() - started
+    if error is not None:
         try:
-            store.finish_run(db, run_id, "failed", f"stopped by an error: {exc}", time.monotonic() - started)
+            store.finish_run(db, run_id, "failed", f"stopped by an error: {error}", elapsed)
         except sqlite3.Error:
             pass  # the database itself is the error; --resume can still take the run up
-        raise
-    finally:
-        scheduler.close()
-        scheduler.progress.close()
-    elapsed = time.monotonic() - started
+        raise error
     if scheduler.stop_signal is not None:
-        stats = store.finish_run(db, run_id, "interrupted", f"stopped by signal {scheduler.stop_signal}", elapsed)
-        raise Interrupted(_result(run_id, "interrupted", elapsed, failures, scheduler, stats),
-                          scheduler.stop_signal)
+        message = (f"stopped at once by a second signal ({scheduler.stop_signal} first)" if scheduler.at_once
+                   else f"stopped by signal {scheduler.stop_signal}")
+        stats = store.finish_run(db, run_id, "interrupted", message, elapsed)
+        raise Interrupted(_result(run_id, "interrupted", elapsed, scheduler.failures, scheduler, stats),
+                          scheduler.stop_signal, scheduler.at_once)
     counts = store.run_counts(db, run_id)
     if counts["pages_ok"] == counts["pages"]:
         status = "ok"
@@ -557,7 +562,7 @@ def _crawl(config: Config, db: sqlite_utils.Database, db_path: str, fixtures: st
     else:
         status = "failed"
     stats = store.finish_run(db, run_id, status, None, elapsed)
-    return _result(run_id, status, elapsed, failures, scheduler, stats)
+    return _result(run_id, status, elapsed, scheduler.failures, scheduler, stats)
 
 
 def _result(run_id: int, status: str, elapsed: float, failures: list[tuple[str, str]],
@@ -572,7 +577,7 @@ def _result(run_id: int, status: str, elapsed: float, failures: list[tuple[str, 
 
 @contextmanager
 def _stop_on_signals(scheduler: Scheduler):
-    """First SIGINT/SIGTERM: finish cleanly. A second SIGINT: stop at once.
+    """First SIGINT/SIGTERM: finish cleanly. A second one: stop at once; any more: ignored.
 
     Installed after the pool has started its workers; a worker forked later still
     inherits it, so the handler lets only the main process keep running.
@@ -582,9 +587,11 @@ def _stop_on_signals(scheduler: Scheduler):
     def on_signal(signum, frame):
         if os.getpid() != owner:
             os._exit(128 + signum)
-        if scheduler.stop_signal is not None and signum == signal.SIGINT:
+        if scheduler.stop_signal is None:
+            scheduler.stop_signal = signum
+        elif not scheduler.at_once:
+            scheduler.at_once = True
             raise KeyboardInterrupt
-        scheduler.stop_signal = signum
 
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -1,0 +1,304 @@
+"""Each politeness and failure policy: the pure decision, and the crawl that carries it out.
+
+End-to-end tests run the real CLI against a real server on 127.0.0.1 and read what the
+server saw; waits are handshakes (events, server-side counts, rows in the database), and
+time appears only as a lower bound a policy guarantees.
+"""
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from crawler import policy, store
+from crawler.config import parse_config
+from crawler.fetch import FetchTask
+from crawler.pools import make_pool
+from crawler.scheduler import Scheduler, worker_settings
+from tests.conftest import config, fixture_pages, rows, run_cli, send, start_cli, wait_for
+from tests.test_faults import VERIFY_PAGE
+
+# -- the decisions -----------------------------------------------------------------------------
+
+
+def test_retry_only_what_is_worth_it_while_tries_are_left():
+    assert policy.should_retry(True, 1, 3) and policy.should_retry(True, 2, 3)
+    assert not policy.should_retry(True, 3, 3)
+    assert not policy.should_retry(False, 1, 3)
+
+
+def test_backoff_doubles_with_each_try_within_its_jitter():
+    middle = lambda low, high: (low + high) / 2  # noqa: E731 - jitter's midpoint: x1
+    assert [policy.retry_delay(n, 1.0, jitter=middle) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert policy.retry_delay(1, 1.0, jitter=lambda low, high: low) == 0.5
+    assert policy.retry_delay(1, 1.0, jitter=lambda low, high: high) == 1.5
+    assert policy.retry_delay(20, 1.0, jitter=middle) == policy.MAX_BACKOFF
+
+
+def test_retry_after_comes_before_the_backoff():
+    assert policy.retry_delay(1, 0.05, retry_after=7.0) == 7.0
+    assert policy.retry_delay(3, 30.0, retry_after=0.0) == 0.0
+    assert policy.retry_delay(1, 0.05, retry_after=3600.0) == policy.MAX_BACKOFF
+
+
+def test_a_site_is_left_alone_after_three_blocked_pages():
+    assert [policy.stop_asking(n) for n in range(5)] == [False, False, False, True, True]
+
+
+# -- retries, end to end ----------------------------------------------------------------------
+
+def flaky_once(route, first):
+    """A route whose first answer is `first` (status, headers, body), then the page itself."""
+    answers = [first]
+
+    def answer(handler):
+        status, headers, body = answers.pop(0) if answers else route
+        send(handler, status, body, headers)
+    return answer
+
+
+def test_a_retry_waits_for_the_backoff(tmp_path, server):
+    server.routes["/board/7"] = flaky_once(fixture_pages("maoyan")["/board/7"], (503, {}, b"busy"))
+    cfg = config(tmp_path, server, maoyan=("hot",), retry_backoff=1.0)
+    result = run_cli(str(cfg), "--db", str(tmp_path / "m.db"))
+    assert result.returncode == 0, result.stderr
+    assert len(server.times) == 2
+    assert server.times[1] - server.times[0] >= 0.5  # the backoff's least, after jitter
+
+
+def test_a_retry_obeys_retry_after_over_a_short_backoff(tmp_path, server):
+    server.routes["/board/7"] = flaky_once(fixture_pages("maoyan")["/board/7"], (429, {"Retry-After": "2"}, b"wait"))
+    cfg = config(tmp_path, server, maoyan=("hot",), retry_backoff=0.01)
+    result = run_cli(str(cfg), "--db", str(tmp_path / "m.db"))
+    assert result.returncode == 0, result.stderr
+    assert len(server.times) == 2 and server.times[1] - server.times[0] >= 2.0 - 0.05
+
+
+def test_a_304_to_a_request_that_was_not_conditional_is_an_error(tmp_path, server):
+    def not_modified(handler):
+        handler.send_response(304)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    server.routes["/board/7"] = not_modified
+    db = tmp_path / "m.db"
+    result = run_cli(str(config(tmp_path, server, maoyan=("hot",))), "--db", str(db))
+    assert result.returncode == 1, result.stderr
+    assert rows(db, "select outcome, error from pages") == [
+        {"outcome": "error", "error": "HTTP 304 to a request that was not conditional"}]
+    assert rows(db, "select status from runs") == [{"status": "failed"}]
+
+
+# -- a blocked site gets nothing more, in every pool ----------------------------------------------
+
+@pytest.mark.parametrize("pool", ["process", "thread", "dask"])
+def test_no_request_starts_after_the_crawler_gives_up_on_a_site(tmp_path, server, pool):
+    """Three blocked pages are answered at once; the next ones are held until the decision is stored.
+
+    Every worker is then inside a held request, so no request can start before the test
+    counts them; after the release, the tasks waiting in the pool must send nothing.
+    """
+    if pool == "dask":
+        pytest.importorskip("dask.distributed")
+    release = threading.Event()
+    seen = []
+
+    def blocked(handler):
+        with server.lock:
+            seen.append(handler.path)
+            held = len(seen) > 3
+        if held:
+            release.wait(60)
+        send(handler, 200, VERIFY_PAGE)
+
+    for path in fixture_pages("maoyan"):
+        server.routes[path] = blocked
+    cfg = config(tmp_path, server, maoyan=("top100",), workers=4, max_in_flight_per_host=4, pool=pool)
+    db = tmp_path / "m.db"
+    crawl = start_cli(str(cfg), "--db", str(db))
+    try:
+        wait_for(lambda: blocked_pages(db) >= 3, timeout=60, what="the third blocked page stored")
+        wait_for(lambda: len(seen) == 7, timeout=60, what="every worker inside a held request")
+        before = len(seen)
+        release.set()
+        out, err = crawl.communicate(timeout=120)
+    finally:
+        release.set()
+        crawl.kill()
+    assert crawl.returncode == 3, err
+    assert len(seen) == before == 7
+    outcomes = {r["outcome"]: r["n"] for r in rows(db, "select outcome, count(*) n from pages group by outcome")}
+    assert outcomes == {"blocked": 7, "error": 3}
+    assert rows(db, "select distinct error from pages where outcome = 'error'") == [
+        {"error": "not fetched: maoyan is blocking the crawler"}]
+
+
+def blocked_pages(db: Path) -> int:
+    try:
+        return rows(db, "select count(*) n from pages where outcome = 'blocked'")[0]["n"]
+    except Exception:  # noqa: BLE001 - the crawl has not made its tables yet
+        return 0
+
+
+# -- deadlines -----------------------------------------------------------------------------------
+
+def trickle_until_cut(closed: threading.Event):
+    """A page that sends a byte every 0.1 s until the client closes the connection (at most 60 s)."""
+    def answer(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html; charset=utf-8")
+        handler.send_header("Content-Length", "100000")
+        handler.end_headers()
+        try:
+            for _ in range(600):
+                handler.wfile.write(b"<")
+                handler.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            closed.set()
+    return answer
+
+
+@pytest.mark.parametrize("pool", ["process", "thread"])
+def test_a_trickling_page_is_cut_at_its_deadline_and_its_connection_closed(tmp_path, server, pool):
+    """The next page (one worker: it comes after) is served only once the trickling connection is closed."""
+    closed = threading.Event()
+    pages = fixture_pages("maoyan")
+    server.routes["/board/7"] = trickle_until_cut(closed)
+
+    def after_the_cut(handler):
+        status, headers, body = pages["/board/1"]
+        send(handler, status if closed.wait(60) else 500, body, headers)
+
+    server.routes["/board/1"] = after_the_cut
+    cfg = config(tmp_path, server, maoyan=("hot", "cn-box-office"), pool=pool, workers=1,
+                 page_deadline=3.0, request_timeout=5.0, max_attempts=1)
+    db = tmp_path / "m.db"
+    result = run_cli(str(cfg), "--db", str(db))
+    assert result.returncode == 1, result.stderr
+    got = {r["url"].rsplit("/", 1)[1]: r for r in rows(db, "select url, outcome, error from pages")}
+    assert got["1"]["outcome"] == "ok"
+    expected = ("no complete response within the page deadline (3 s)" if pool == "process"
+                else "body still arriving after the page deadline")
+    assert got["7"]["outcome"] == "error" and got["7"]["error"].startswith(expected), got["7"]["error"]
+
+
+def test_tasks_in_flight_are_queued_again_when_the_pool_is_replaced(tmp_path, server):
+    """A lost task replaces the pool; the other tasks the old pool held are handed to the new one."""
+    pages = fixture_pages("maoyan")
+    release = threading.Event()
+
+    def held(handler):
+        release.wait(60)
+        send(handler, 500, b"released")
+
+    server.routes["/board/7"] = held
+    server.routes["/board/1"] = held
+    cfg = parse_config(f'[crawl]\nworkers = 2\ndelay_per_host = 0.0\n'
+                       f'[sites.maoyan]\nbase_url = "{server.url}"\nboards = ["hot", "cn-box-office"]\n')
+    settings = worker_settings(cfg, None)
+    db = store.open_db(tmp_path / "m.db")
+    run_id = store.start_run(db, "crawl.toml", cfg.text, False)
+    scheduler = Scheduler(cfg, db, run_id, lambda: make_pool("thread", 2, settings), False, 2, tmp_path)
+    try:
+        scheduler.add_boards()
+        scheduler._submit_ready()
+        wait_for(lambda: len(server.requests) == 2, what="both pages downloading")
+        old_pool = scheduler.pool
+        lost, other = (scheduler.in_flight[f"{server.url}/board/{n}"] for n in (7, 1))
+        lost.deadline = 0.0  # its worker presumed dead
+        server.routes["/board/1"] = pages["/board/1"]
+        scheduler._reap_lost()
+        assert scheduler.pool is not old_pool
+        assert scheduler.in_flight == {} and [t.url for t in scheduler.ready[server.url.split("//")[1]]] == [
+            other.task.url]
+        assert other.task.attempt == 1  # queued again as it was, not counted as a failed try
+        server.routes["/board/7"] = pages["/board/7"]
+        scheduler.run()
+    finally:
+        release.set()
+        scheduler.close()
+    assert rows(tmp_path / "m.db", "select url, attempts, outcome from pages order by url") == [
+        {"url": f"{server.url}/board/1", "attempts": 1, "outcome": "ok"},
+        {"url": f"{server.url}/board/7", "attempts": 2, "outcome": "ok"}]
+    db.conn.close()
+
+
+# -- stopping ----------------------------------------------------------------------------------
+
+def test_a_second_ctrl_c_stops_at_once_without_waiting_for_downloads(tmp_path, server):
+    """The first Ctrl-C waits for the page under way (held here); the second one does not."""
+    release = threading.Event()
+    pages = fixture_pages("maoyan")
+    server.routes["/board/7"] = pages["/board/7"]
+
+    def held(handler):
+        release.wait(60)
+        status, headers, body = pages["/board/1"]
+        send(handler, status, body, headers)
+
+    server.routes["/board/1"] = held
+    cfg = config(tmp_path, server, maoyan=("hot", "cn-box-office"), workers=1, page_deadline=120.0)
+    db = tmp_path / "m.db"
+    crawl = start_cli(str(cfg), "--db", str(db))
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(crawl.stderr.readline, "")), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: server.count("/board/1") == 1, what="the held page downloading")
+        crawl.send_signal(signal.SIGINT)
+        wait_for(lambda: any(line.startswith("stopping: finishing the pages already downloading") for line in lines),
+                 what="the first Ctrl-C taken")
+        crawl.send_signal(signal.SIGINT)
+        crawl.wait(timeout=60)
+    finally:
+        release.set()
+        crawl.kill()
+    reader.join(10)
+    err = "".join(lines)
+    assert crawl.returncode == 130, err
+    assert "crawler: stopped at once; the pages that were still downloading were abandoned" in err
+    assert "Traceback" not in err
+    assert rows(db, "select status, message from runs") == [
+        {"status": "interrupted", "message": "stopped at once by a second signal (2 first)"}]
+    assert rows(db, "select url, outcome from pages where outcome = 'ok'") == [
+        {"url": f"{server.url}/board/7", "outcome": "ok"}]
+
+
+def test_the_first_ctrl_c_stores_the_pages_under_way(tmp_path, server):
+    release = threading.Event()
+    pages = fixture_pages("maoyan")
+    server.routes["/board/7"] = pages["/board/7"]
+
+    def held(handler):
+        release.wait(60)
+        status, headers, body = pages["/board/1"]
+        send(handler, status, body, headers)
+
+    server.routes["/board/1"] = held
+    server.routes["/board/2"] = pages["/board/2"]
+    cfg = config(tmp_path, server, maoyan=("hot", "cn-box-office", "na-box-office"), workers=1,
+                 page_deadline=120.0, max_in_flight_per_host=1)
+    db = tmp_path / "m.db"
+    crawl = start_cli(str(cfg), "--db", str(db))
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(crawl.stderr.readline, "")), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: server.count("/board/1") == 1, what="the held page downloading")
+        crawl.send_signal(signal.SIGINT)
+        wait_for(lambda: any(line.startswith("stopping:") for line in lines), what="the first Ctrl-C taken")
+        release.set()
+        crawl.wait(timeout=60)
+    finally:
+        release.set()
+        crawl.kill()
+    reader.join(10)
+    assert crawl.returncode == 130, "".join(lines)
+    assert server.count("/board/2") == 0  # nothing more was asked for
+    assert rows(db, "select count(*) n from pages where outcome = 'ok'") == [{"n": 2}]
+    assert rows(db, "select status, records from runs") == [{"status": "interrupted", "records": 20}]
