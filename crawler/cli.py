@@ -117,9 +117,10 @@ def stats_rows(stats: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def summary(result: CrawlResult, db_path: str) -> str:
+    disallowed = f", {result.pages_disallowed} disallowed by robots.txt" if result.pages_disallowed else ""
     lines = [
         f"run {result.run_id} {result.status}: {result.pages_ok} pages ok, {result.pages_failed} failed, "
-        f"{result.pages_blocked} blocked; {result.records} records stored in {db_path} "
+        f"{result.pages_blocked} blocked{disallowed}; {result.records} records stored in {db_path} "
         f"in {result.elapsed:.1f} s",
         output.table(stats_rows({**vars(result), "elapsed": round(result.elapsed, 1)})),
     ]
@@ -128,6 +129,7 @@ def summary(result: CrawlResult, db_path: str) -> str:
     if len(result.failures) > SHOWN_FAILURES:
         lines.append(f"  ... and {len(result.failures) - SHOWN_FAILURES} more; every one with: "
                      f"python -m crawler pages {result.run_id} --db {db_path}")
+    lines += result.notices
     for site in result.blocked_sites:
         seen = result.blocked_pages.get(site)
         lines.append(f"{site} is blocking the crawler ({result.blocks.get(site, 0)} pages blocked"

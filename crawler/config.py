@@ -30,6 +30,7 @@ class SiteConfig:
     boards: tuple[str, ...]
     headers: dict[str, str] = field(default_factory=dict)
     cookies: dict[str, str] = field(default_factory=dict)
+    obey_robots: bool = True
 
 
 @dataclass(frozen=True)
@@ -67,18 +68,19 @@ _CRAWL_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "max_page_bytes": (int, 5_000_000),
     "user_agent": (str, DEFAULT_USER_AGENT),
 }
-_SITE_KEYS = {"base_url": str, "boards": list, "headers": dict, "cookies": dict}
+_SITE_KEYS = {"base_url": str, "boards": list, "headers": dict, "cookies": dict, "obey_robots": bool}
 
 
 def _type_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {int: "a whole number", float: "a number", str: "a string", list: "a list", dict: "a table"}
+    names = {int: "a whole number", float: "a number", str: "a string", list: "a list", dict: "a table",
+             bool: "true or false"}
     return " or ".join(dict.fromkeys(names[k] for k in kinds))
 
 
 def _check_type(where: str, value: Any, kind: type | tuple[type, ...]) -> None:
     # bool is an int to Python, never to a user writing `workers = true`.
-    if isinstance(value, bool) or not isinstance(value, kind):
+    if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
         raise ConfigError(f"{where} must be {_type_name(kind)}, not {value!r}")
 
 
@@ -118,6 +120,7 @@ def _site(name: str, raw: Any) -> SiteConfig:
         boards=tuple(dict.fromkeys(boards)),
         headers=_string_table(f"{where}.headers", raw.get("headers", {})),
         cookies=_string_table(f"{where}.cookies", raw.get("cookies", {})),
+        obey_robots=raw.get("obey_robots", True),
     )
 
 

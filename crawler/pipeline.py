@@ -36,7 +36,7 @@ class PageOutcome:
     """What became of one page: records to store, or the reason there are none."""
 
     task: FetchTask
-    outcome: str  # "ok", "error" or "blocked"
+    outcome: str  # "ok", "error", "blocked" or "disallowed" (by robots.txt, never fetched)
     records: list[dict[str, Any]] = field(default_factory=list)
     updated: str | None = None
     page_urls: list[str] = field(default_factory=list)

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import sqlite_utils
 
-from . import pipeline, policy, pools, store
+from . import pipeline, policy, pools, robots, store
 from .config import Config, ConfigError
 from .fetch import BLOCKED, STOPPING, FetchTask, SiteHTTP, SiteStops, WorkerSettings, fetch, not_fetched
 from .offline import FIXTURES, FixtureError, check_fixtures
@@ -60,6 +60,7 @@ class CrawlResult:
     pages_blocked: int
     records: int
     elapsed: float
+    pages_disallowed: int = 0
     pages_retried: int = 0
     new_entries: int = 0
     pages_per_second: float | None = None
@@ -69,6 +70,8 @@ class CrawlResult:
     blocked_pages: dict[str, str] = field(default_factory=dict)
     # site -> its pages that came back blocked
     blocks: dict[str, int] = field(default_factory=dict)
+    # What else the user should know (a robots.txt that could not be read)
+    notices: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -149,6 +152,14 @@ class Scheduler:
         self.copies: dict[str, dict[str, Any]] = {}
         self.blocks: dict[str, int] = {}
         self.given_up: set[str] = set()
+        self.offline = offline
+        # Each site's robots.txt once read, and the sites still waiting for theirs.
+        self.robots: dict[str, robots.Rules] = {}
+        self.robots_pending: set[str] = set()
+        # Per host, the delay between requests where its robots.txt asks more than delay_per_host.
+        self.host_delay: dict[str, float] = {}
+        # What the user should be told at the end, besides the pages (robots.txt that failed).
+        self.notices: list[str] = []
         self.failures: list[tuple[str, str]] = []
         # While several outcomes are handled at once, the pages they store, for one commit.
         self.unsaved: list[store.PageWrite] | None = None
@@ -169,14 +180,24 @@ class Scheduler:
             self._queue(task)
 
     def _queue(self, task: FetchTask) -> None:
-        self.ready.setdefault(urlsplit(task.url).netloc, deque()).append(task)
+        tasks = self.ready.setdefault(urlsplit(task.url).netloc, deque())
+        if robots.is_robots(task):
+            tasks.appendleft(task)  # the site's pages wait for it
+        else:
+            tasks.append(task)
 
     def add_boards(self, skip: set[str] = frozenset()) -> None:
-        """Plan every page of the configured boards but those in `skip`; they are queued by chunks."""
+        """Plan every page of the configured boards but those in `skip`; they are queued by chunks.
+
+        A site that obeys robots.txt has it asked for first; its pages wait for the answer.
+        """
         total = 0
         for site_config in self.config.sites:
             site = SITES[site_config.name]
             host = urlsplit(site_config.base_url).netloc
+            if site_config.obey_robots and site.name not in self.robots:
+                self.robots_pending.add(site.name)
+                self._queue(robots.robots_task(site.name, site_config.base_url))
             for board_name in site_config.boards:
                 board = site.boards[board_name]
                 urls = (site_config.base_url + path for path in board.pages)
@@ -296,8 +317,12 @@ class Scheduler:
         for host in list(self.ready):
             tasks = self.ready[host]
             while tasks and len(self.in_flight) < self.max_submitted:
+                if tasks[0].site in self.robots_pending and not robots.is_robots(tasks[0]):
+                    break  # the site's robots.txt is on its way
                 if tasks[0].site in self.given_up:
                     self._give_up(tasks.popleft())
+                elif not self._allowed(tasks[0]):
+                    self._disallow(tasks.popleft())
                 elif self.host_busy.get(host, 0) >= self.host_limit:
                     break  # an outcome from this host frees it
                 elif self.host_next.get(host, 0.0) > now:
@@ -311,19 +336,19 @@ class Scheduler:
 
     def _submit(self, task: FetchTask, host: str, now: float) -> None:
         self.host_busy[host] = self.host_busy.get(host, 0) + 1
-        self.host_next[host] = now + self.delay
+        self.host_next[host] = now + self.host_delay.get(host, self.delay)
         # A task submitted ahead may first wait for workers to finish the pages before it.
         rounds = 1 + len(self.in_flight) // self.workers
         deadline = now + self.config.page_deadline * rounds + LOST_TASK_GRACE
         self.in_flight[task.url] = _InFlight(task, host, deadline)
-        parse = SITES[task.site].parse
+        parse = None if robots.is_robots(task) else SITES[task.site].parse
         self.pool.apply_async(fetch, (task,), callback=partial(self._on_result, task, parse),
                               error_callback=partial(self._on_error, task))
 
     # -- callbacks: on the pool's result-handler thread; they must never raise ---------------
     def _on_result(self, task: FetchTask, parse, result) -> None:
         try:
-            outcome = pipeline.process(task, result, parse)
+            outcome = robots.answer(task, result) if parse is None else pipeline.process(task, result, parse)
         except BaseException as exc:  # noqa: BLE001 - anything escaping here hangs the pool
             outcome = PageOutcome(task, "error", error=f"internal error: {exc!r}")
         self.outcomes.put((task, outcome))
@@ -343,6 +368,9 @@ class Scheduler:
         self._release(task.url)
         if outcome.error == not_fetched(task.site, STOPPING):
             return  # dropped on the way out: still noted pending, for --resume
+        if robots.is_robots(task):
+            self._settle_robots(task, outcome)
+            return
         if outcome.not_modified and task.url not in self.copies:
             outcome.outcome, outcome.error = "error", "HTTP 304 to a request that was not conditional"
         if outcome.outcome == "ok":
@@ -376,6 +404,34 @@ class Scheduler:
             return
         self._save(task, outcome)
         self.failures.append((task.url, outcome.error or outcome.outcome))
+
+    def _settle_robots(self, task: FetchTask, outcome: PageOutcome) -> None:
+        """Retry robots.txt as a page would be; once it is settled, let the site's pages go."""
+        if policy.should_retry(outcome.retryable, task.attempt, self.config.max_attempts) \
+                and self.stop_signal is None:
+            self._retry(task, outcome.retry_after)
+            return
+        rules = robots.rules(outcome, self.config.user_agent)
+        self.robots[task.site] = rules
+        self.robots_pending.discard(task.site)
+        delay = rules.crawl_delay()
+        if delay and not self.offline:  # a floor under delay_per_host, never lower
+            host = urlsplit(task.url).netloc
+            self.host_delay[host] = max(self.delay, delay)
+        if rules.why:
+            self.notices.append(f"{task.site}: {rules.why}")
+            self.progress.note(self.notices[-1])
+        if self.recorder is not None and outcome.status == 200:
+            self.recorder.save(task.site, task.url, outcome.body, outcome.headers.get("content-type"))
+
+    def _allowed(self, task: FetchTask) -> bool:
+        rules = self.robots.get(task.site)
+        return rules is None or robots.is_robots(task) or rules.allows(task.url)
+
+    def _disallow(self, task: FetchTask) -> None:
+        outcome = PageOutcome(task, "disallowed", error=self.robots[task.site].reason())
+        self._save(task, outcome)
+        self.failures.append((task.url, outcome.error))
 
     def _keep_blocked_page(self, task: FetchTask, outcome: PageOutcome) -> None:
         path = self.blocked_dir / f"blocked-{task.site}-run{self.run_id}.html"
@@ -569,10 +625,10 @@ def _result(run_id: int, status: str, elapsed: float, failures: list[tuple[str, 
             scheduler: Scheduler, stats: dict[str, Any]) -> CrawlResult:
     return CrawlResult(run_id=run_id, status=status, elapsed=elapsed, failures=failures,
                        blocked_sites=sorted(scheduler.given_up), blocked_pages=dict(scheduler.blocked_pages),
-                       blocks=dict(scheduler.blocks),
+                       blocks=dict(scheduler.blocks), notices=list(scheduler.notices),
                        **{name: stats[name] for name in (
-                           "pages_ok", "pages_failed", "pages_blocked", "records", "pages_retried",
-                           "new_entries", "pages_per_second")})
+                           "pages_ok", "pages_failed", "pages_blocked", "pages_disallowed", "records",
+                           "pages_retried", "new_entries", "pages_per_second")})
 
 
 @contextmanager

@@ -143,14 +143,21 @@ def close_db(db: sqlite_utils.Database) -> None:
         db.conn.close()
 
 
+RUN_COLUMNS: dict[str, type] = {
+    "id": int, "started": str, "finished": str, "status": str, "config_path": str,
+    "config": str, "offline": int, "pages": int, "pages_ok": int, "pages_retried": int,
+    "pages_failed": int, "pages_blocked": int, "records": int, "new_entries": int,
+    "elapsed": float, "pages_per_second": float, "message": str, "pages_disallowed": int,
+}
+
+
 def _ensure_tables(db: sqlite_utils.Database) -> None:
     with db.atomic():
-        db["runs"].create({
-            "id": int, "started": str, "finished": str, "status": str, "config_path": str,
-            "config": str, "offline": int, "pages": int, "pages_ok": int, "pages_retried": int,
-            "pages_failed": int, "pages_blocked": int, "records": int, "new_entries": int,
-            "elapsed": float, "pages_per_second": float, "message": str,
-        }, pk="id", if_not_exists=True)
+        db["runs"].create(RUN_COLUMNS, pk="id", if_not_exists=True)
+        # A database made before a column existed gets it (NULL in its old runs).
+        missing = {name: kind for name, kind in RUN_COLUMNS.items() if name not in db["runs"].columns_dict}
+        for name, kind in missing.items():
+            db["runs"].add_column(name, kind)
         db["records"].create(RECORD_COLUMNS, pk=RECORD_KEY, if_not_exists=True,
                              foreign_keys=[("run_id", "runs", "id")])
         db["pages"].create(PAGE_COLUMNS, pk=("run_id", "url"), if_not_exists=True,
@@ -297,7 +304,7 @@ def run_counts(db: sqlite_utils.Database, run_id: int) -> dict[str, int]:
     retried = db.execute("select count(*) from pages where run_id = ? and attempts > 1", [run_id]).fetchone()[0]
     return {"pages": sum(by_outcome.values()), "pages_ok": by_outcome.get("ok", 0), "pages_retried": retried,
             "pages_failed": by_outcome.get("error", 0), "pages_blocked": by_outcome.get("blocked", 0),
-            "records": records}
+            "pages_disallowed": by_outcome.get("disallowed", 0), "records": records}
 
 
 

@@ -79,6 +79,7 @@ class Server:
         self.routes: dict[str, Route | tuple[int, dict[str, str], bytes]] = {}
         self.requests: list[str] = []
         self.times: list[float] = []
+        self.robots: list[str] = []  # requests for a robots.txt
         self.lock = threading.Lock()
         server = self
 
@@ -86,9 +87,12 @@ class Server:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802
-                with server.lock:
-                    server.requests.append(self.path)
-                    server.times.append(time.monotonic())
+                with server.lock:  # robots.txt apart, so that the counts are those of the pages
+                    if self.path == "/robots.txt" or self.path.endswith("/robots.txt"):
+                        server.robots.append(self.path)
+                    else:
+                        server.requests.append(self.path)
+                        server.times.append(time.monotonic())
                 route = server.routes.get(self.path)
                 if route is None:
                     route = (404, {"Content-Type": "text/plain"}, b"not found")

@@ -302,3 +302,116 @@ def test_the_first_ctrl_c_stores_the_pages_under_way(tmp_path, server):
     assert server.count("/board/2") == 0  # nothing more was asked for
     assert rows(db, "select count(*) n from pages where outcome = 'ok'") == [{"n": 2}]
     assert rows(db, "select status, records from runs") == [{"status": "interrupted", "records": 20}]
+
+
+# -- robots.txt ----------------------------------------------------------------------------------
+
+def robots_config(tmp_path: Path, server, boards=("hot", "cn-box-office", "na-box-office"), obey: bool | None = None,
+                  **crawl) -> Path:
+    settings = {"delay_per_host": 0.0, "retry_backoff": 0.05, **crawl}
+    lines = ["[crawl]", *(f"{k} = {v!r}" for k, v in settings.items()),
+             "[sites.maoyan]", f'base_url = "{server.url}"', "boards = [" + ", ".join(f'"{b}"' for b in boards) + "]"]
+    if obey is not None:
+        lines.append(f"obey_robots = {str(obey).lower()}")
+    path = tmp_path / "crawl.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def text(body: str):
+    return (200, {"Content-Type": "text/plain"}, body.encode())
+
+
+def test_robots_rules_from_each_kind_of_answer():
+    from crawler import robots
+    from crawler.pipeline import PageOutcome
+
+    task = robots.robots_task("maoyan", "http://example.test")
+    ok = PageOutcome(task, "ok", status=200, body=b"User-agent: *\nDisallow: /board/1\nCrawl-delay: 2\n")
+    rules = robots.rules(ok, "Mozilla/5.0")
+    assert not rules.allows("http://example.test/board/1") and rules.allows("http://example.test/board/7")
+    assert rules.crawl_delay() == 2.0
+    missing = robots.rules(PageOutcome(task, "ok", status=404), "Mozilla/5.0")
+    assert missing.allows("http://example.test/board/1") and missing.crawl_delay() is None and missing.why is None
+    task3 = FetchTask("maoyan", robots.ROBOTS_BOARD, task.url, attempt=3)
+    down = robots.rules(PageOutcome(task3, "error", status=503, error="HTTP 503", retryable=True), "Mozilla/5.0")
+    assert not down.allows("http://example.test/board/7") and "after 3 tries" in down.why
+    only_ours = robots.rules(PageOutcome(task, "ok", status=200, body=b"User-agent: crawler\nDisallow: /\n"),
+                             "crawler/1.0")
+    assert not only_ours.allows("http://example.test/board/7")
+
+
+def test_robots_txt_is_asked_once_and_its_disallow_obeyed(tmp_path, server):
+    server.serve_fixtures("maoyan")
+    server.routes["/robots.txt"] = text("User-agent: *\nDisallow: /board/1\n")
+    db = tmp_path / "m.db"
+    result = run_cli(str(robots_config(tmp_path, server)), "--db", str(db))
+    assert result.returncode == 1, result.stderr
+    assert server.robots == ["/robots.txt"]
+    assert sorted(server.requests) == ["/board/2", "/board/7"]  # /board/1 never asked for
+    assert rows(db, "select outcome, error from pages where url like '%/board/1'") == [
+        {"outcome": "disallowed", "error": "not fetched: disallowed by the site's robots.txt"}]
+    assert "0 blocked, 1 disallowed by robots.txt; 20 records" in result.stderr
+    assert rows(db, "select pages_disallowed, status from runs") == [{"pages_disallowed": 1, "status": "partial"}]
+
+
+def test_obey_robots_false_never_asks_for_it(tmp_path, server):
+    server.serve_fixtures("maoyan")
+    server.routes["/robots.txt"] = text("User-agent: *\nDisallow: /\n")
+    result = run_cli(str(robots_config(tmp_path, server, obey=False)), "--db", str(tmp_path / "m.db"))
+    assert result.returncode == 0, result.stderr
+    assert server.robots == [] and len(server.requests) == 3
+
+
+def test_a_missing_robots_txt_allows_everything(tmp_path, server):
+    server.serve_fixtures("maoyan")
+    del server.routes["/robots.txt"]  # 404
+    result = run_cli(str(robots_config(tmp_path, server)), "--db", str(tmp_path / "m.db"))
+    assert result.returncode == 0, result.stderr
+    assert server.robots == ["/robots.txt"] and len(server.requests) == 3
+
+
+def test_crawl_delay_is_a_floor_under_delay_per_host(tmp_path, server):
+    server.serve_fixtures("maoyan")
+    server.routes["/robots.txt"] = text("User-agent: *\nCrawl-delay: 1\n")
+    cfg = robots_config(tmp_path, server, workers=3, max_in_flight_per_host=3)
+    result = run_cli(str(cfg), "--db", str(tmp_path / "m.db"))
+    assert result.returncode == 0, result.stderr
+    times = sorted(server.times)
+    assert len(times) == 3 and all(later - earlier >= 1.0 - 0.01 for earlier, later in zip(times, times[1:]))
+
+
+def test_a_robots_txt_that_fails_is_retried_and_then_keeps_the_crawler_out(tmp_path, server):
+    server.serve_fixtures("maoyan")
+    server.routes["/robots.txt"] = (503, {"Content-Type": "text/plain"}, b"down")
+    db = tmp_path / "m.db"
+    result = run_cli(str(robots_config(tmp_path, server, max_attempts=2)), "--db", str(db))
+    assert result.returncode == 1, result.stderr
+    assert server.robots == ["/robots.txt"] * 2 and server.requests == []
+    assert "maoyan: robots.txt could not be read (HTTP 503, after 2 tries)" in result.stderr
+    assert rows(db, "select distinct outcome from pages") == [{"outcome": "disallowed"}]
+
+
+def test_a_robots_txt_that_fails_once_is_retried_then_obeyed(tmp_path, server):
+    server.serve_fixtures("maoyan")
+    server.routes["/robots.txt"] = flaky_once(text("User-agent: *\nDisallow: /board/7\n"), (503, {}, b"busy"))
+    result = run_cli(str(robots_config(tmp_path, server)), "--db", str(tmp_path / "m.db"))
+    assert result.returncode == 1, result.stderr
+    assert server.robots == ["/robots.txt"] * 2
+    assert sorted(server.requests) == ["/board/1", "/board/2"]
+
+
+def test_offline_fixtures_carry_a_robots_txt_that_is_obeyed(tmp_path):
+    import shutil
+
+    from tests.conftest import FIXTURES
+
+    folder = tmp_path / "fixtures"
+    shutil.copytree(FIXTURES, folder)
+    (folder / "maoyan" / "robots.txt").write_text("User-agent: *\nDisallow: /board/7\n", encoding="utf-8")
+    db = tmp_path / "m.db"
+    result = run_cli("crawl.toml", "--fixtures", str(folder), "--db", str(db))
+    assert result.returncode == 1, result.stderr
+    assert rows(db, "select url, outcome from pages where outcome != 'ok'") == [
+        {"url": "https://www.maoyan.com/board/7", "outcome": "disallowed"}]
+    assert "25 pages ok, 0 failed, 0 blocked, 1 disallowed by robots.txt; 400 records" in result.stderr
