@@ -53,6 +53,7 @@ def config_text(base_url: str, concurrency: int, db: str, per_host: int | None =
         "[sites.maoyan]\n"
         f'base_url = "{base_url}"\n'
         'boards = ["top100"]\n'
+        "obey_robots = false\n"  # as the Scrapy spider: the same pages asked of the server
     )
 
 
