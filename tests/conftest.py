@@ -1,10 +1,15 @@
 """Shared test tools: the real CLI in a subprocess, and a real HTTP server on 127.0.0.1."""
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import resource
+import shutil
+import sqlite3
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,22 +22,53 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures"
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run `python -m crawler ARGS` as a user would, bounded in time."""
+def _environment(changes: dict[str, str | None] | None) -> dict[str, str]:
+    """This environment, with PYTHONPATH on the checkout and `changes` applied (None removes a variable)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "crawler", *args], cwd=cwd or REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    for name, value in (changes or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
 
 
-def start_cli(*args: str, cwd: Path | None = None) -> subprocess.Popen:
-    """Start `python -m crawler ARGS` in the background, for tests that signal or kill it."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-m", "crawler", *args], cwd=cwd or REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _memory_limit(limit: int | None) -> Callable[[], None] | None:
+    """A preexec_fn capping the address space of the child (and of the workers it forks) at `limit` bytes."""
+    if limit is None:
+        return None
+    return lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
-    """Poll until predicate() is truthy; fail the test (never hang) after timeout seconds."""
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120, env: dict[str, str | None] | None = None,
+            memory_limit: int | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m crawler ARGS` as a user would, bounded in time.
+
+    env: variables to set (None: to remove) for this run; memory_limit: bytes of address
+    space the crawler's processes may each have (RLIMIT_AS)."""
+    return subprocess.run([sys.executable, "-m", "crawler", *args], cwd=cwd or REPO, env=_environment(env),
+                          capture_output=True, text=True, timeout=timeout, preexec_fn=_memory_limit(memory_limit))
+
+
+def start_cli(*args: str, cwd: Path | None = None, stderr_to: Path | None = None) -> subprocess.Popen:
+    """Start `python -m crawler ARGS` in the background, for tests that signal or kill it.
+
+    stderr_to: a file to write the crawler's stderr to, for a test to read while it runs
+    (what it says is the only sign of some of its decisions); else a pipe."""
+    stderr = open(stderr_to, "w", encoding="utf-8") if stderr_to else subprocess.PIPE
+    try:
+        return subprocess.Popen([sys.executable, "-m", "crawler", *args], cwd=cwd or REPO, env=_environment(None),
+                                stdout=subprocess.PIPE, stderr=stderr, text=True)
+    finally:
+        if stderr_to:
+            stderr.close()  # the child has its own copy
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> object:
+    """Poll until predicate() is truthy; fail the test (never hang) after timeout seconds.
+
+    The timeout is a guard against a hang, never an expectation of how long anything takes:
+    keep it far above what the awaited thing needs even on a loaded machine."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = predicate()
@@ -67,6 +103,11 @@ def fixture_pages(site: str) -> dict[str, tuple[int, dict[str, str], bytes]]:
                (FIXTURES / entry["file"]).read_bytes())
         for path, entry in manifest[site].items()
     }
+
+
+def board_pages(site: str) -> dict[str, tuple[int, dict[str, str], bytes]]:
+    """fixture_pages without the site's robots.txt: the pages of its boards."""
+    return {path: page for path, page in fixture_pages(site).items() if not path.endswith("/robots.txt")}
 
 
 Route = Callable[[BaseHTTPRequestHandler], None]
@@ -144,11 +185,123 @@ def send(handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dic
 
 
 def rows(db: Path, sql: str, *params) -> list[dict]:
-    import sqlite3
-
     conn = sqlite3.connect(db)
     try:
         conn.row_factory = sqlite3.Row
         return [dict(r) for r in conn.execute(sql, params)]
     finally:
         conn.close()
+
+
+def stored_pages(db: Path) -> int:
+    """Pages stored (outcome ok, committed) so far by a crawl that may not have made its tables yet."""
+    try:
+        return rows(db, "select count(*) n from pages where outcome = 'ok'")[0]["n"]
+    except sqlite3.OperationalError:
+        return 0
+
+
+# A held request is answered at the latest after this long, so that no server thread
+# outlives its test for good; tests open their gates long before (in teardown at the latest).
+HOLD_BOUND = 300.0
+
+
+class Gate:
+    """Routes that answer the first `free` requests at once and hold every later one until open().
+
+    A test waits (wait_for) until the crawler has `held` requests waiting, acts on the crawl
+    (a signal, a kill) while they are in flight, and opens the gate. Held requests are then
+    answered with their page; requests that arrive once the gate is open get `late`
+    (status, headers, body) if given, else their page. No timing is involved: what the
+    crawler has been answered is fixed by the gate, not by how fast anything ran.
+    """
+
+    def __init__(self, free: int, late: tuple[int, dict[str, str], bytes] | None = None) -> None:
+        self.free, self.late = free, late
+        self.lock = threading.Lock()
+        self.arrived = self.held = 0
+        self.opened = threading.Event()
+
+    def serve(self, server: "Server", pages: dict[str, tuple[int, dict[str, str], bytes]]) -> None:
+        for path, page in pages.items():
+            server.routes[path] = self._route(page)
+
+    def open(self) -> None:
+        self.opened.set()
+
+    def _route(self, page: tuple[int, dict[str, str], bytes]) -> Route:
+        def answer(handler: BaseHTTPRequestHandler) -> None:
+            with self.lock:
+                self.arrived += 1
+                free = self.arrived <= self.free
+                hold = not free and not self.opened.is_set()
+                self.held += hold
+            if hold:
+                self.opened.wait(HOLD_BOUND)
+            status, headers, body = self.late if (self.late and not free and not hold) else page
+            try:
+                send(handler, status, body, headers)
+            except OSError:
+                pass  # the process that asked is gone (killed, or stopped at once)
+        return answer
+
+
+@pytest.fixture
+def gate(server):
+    """gate(free, late=None) -> a Gate; every gate is opened at teardown, so no request stays held."""
+    made: list[Gate] = []
+
+    def make(free: int, late: tuple[int, dict[str, str], bytes] | None = None) -> Gate:
+        made.append(Gate(free, late))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.open()
+
+
+@pytest.fixture
+def read_only():
+    """read_only(path): make a file or folder unwritable, even for root, until the test ends.
+
+    As root, permissions do not stop writes: the path is made immutable (chattr +i), and the
+    test is skipped where that cannot be done (no chattr, a file system without the flag).
+    Otherwise chmod 555 (a folder) or 444 (a file). Undone at teardown whatever happened.
+    """
+    made: list[Path] = []
+
+    def make(path: Path) -> Path:
+        if os.geteuid() == 0:
+            if shutil.which("chattr") is None or subprocess.run(
+                    ["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+                pytest.skip("running as root where chattr +i is not available: nothing is read-only to root")
+        else:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        made.append(path)
+        return path
+
+    try:
+        yield make
+    finally:
+        for path in reversed(made):
+            if os.geteuid() == 0:
+                subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+            path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def console_script(name: str, distribution: str) -> Path:
+    """The console script `name` of the running interpreter's environment (not whatever PATH finds).
+
+    Skips the test only when `distribution` is not installed in that environment; fails it
+    when the distribution is installed but its script is missing.
+    """
+    folders = list(dict.fromkeys([Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))]))
+    for folder in folders:
+        if (folder / name).is_file():
+            return folder / name
+    site = list(dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]))
+    names = {(d.metadata["Name"] or "").lower() for d in importlib.metadata.distributions(path=site)}
+    if distribution.lower() not in names:
+        pytest.skip(f"{distribution} is not installed in {sys.prefix}")
+    raise AssertionError(f"{distribution} is installed in {sys.prefix}, but no {name} script is in "
+                         f"{', '.join(map(str, folders))}")
