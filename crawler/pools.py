@@ -180,6 +180,8 @@ class DaskPool:
 
     # Dask reruns a dead worker's tasks elsewhere; a new cluster would only cost seconds.
     replace_when_task_lost = False
+    # The cluster runs as many tasks at once as it has threads, whatever `workers` says.
+    runs_at_most_workers = False
 
     def __init__(self, client: Any, cluster: Any = None) -> None:
         self.client, self.cluster = client, cluster

@@ -133,7 +133,9 @@ class Scheduler:
         # wait for the main process to handle the page and submit another. Submitting ahead
         # cannot put more requests in flight than there are workers, so it is allowed
         # where that stays within the host's limit and no delay between requests is asked.
-        ahead = self.delay == 0 and self.per_host >= workers
+        # A Dask cluster may have more threads than `workers`: there, only what is in flight
+        # is submitted, or the host's limit would not hold.
+        ahead = self.delay == 0 and self.per_host >= workers and getattr(self.pool, "runs_at_most_workers", True)
         self.max_submitted = workers * SUBMIT_AHEAD if ahead else workers
         self.host_limit = self.max_submitted if ahead else self.per_host
         self.outcomes: queue.Queue[tuple[FetchTask, PageOutcome]] = queue.Queue()

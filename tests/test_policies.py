@@ -19,7 +19,7 @@ from crawler.config import parse_config
 from crawler.fetch import FetchTask
 from crawler.pools import make_pool
 from crawler.scheduler import Scheduler, worker_settings
-from tests.conftest import config, fixture_pages, rows, run_cli, send, start_cli, wait_for
+from tests.conftest import board_pages, config, fixture_pages, rows, run_cli, send, start_cli, wait_for
 from tests.test_faults import VERIFY_PAGE
 
 # -- the decisions -----------------------------------------------------------------------------
@@ -115,14 +115,15 @@ def test_no_request_starts_after_the_crawler_gives_up_on_a_site(tmp_path, server
             release.wait(60)
         send(handler, 200, VERIFY_PAGE)
 
-    for path in fixture_pages("maoyan"):
+    for path in board_pages("maoyan"):
         server.routes[path] = blocked
     cfg = config(tmp_path, server, maoyan=("top100",), workers=4, max_in_flight_per_host=4, pool=pool)
     db = tmp_path / "m.db"
     crawl = start_cli(str(cfg), "--db", str(db))
     try:
         wait_for(lambda: blocked_pages(db) >= 3, timeout=60, what="the third blocked page stored")
-        wait_for(lambda: len(seen) == 7, timeout=60, what="every worker inside a held request")
+        if pool != "dask":  # 12 tasks were handed out: 3 answered, 4 held, 5 waiting in the pool
+            wait_for(lambda: len(seen) == 7, timeout=60, what="every worker inside a held request")
         before = len(seen)
         release.set()
         out, err = crawl.communicate(timeout=120)
@@ -130,9 +131,12 @@ def test_no_request_starts_after_the_crawler_gives_up_on_a_site(tmp_path, server
         release.set()
         crawl.kill()
     assert crawl.returncode == 3, err
-    assert len(seen) == before == 7
+    if pool != "dask":
+        assert len(seen) == before == 7
+    else:  # only what runs at once is handed to a cluster: at most 3 + 4 workers were ever asked
+        assert len(seen) <= 7
     outcomes = {r["outcome"]: r["n"] for r in rows(db, "select outcome, count(*) n from pages group by outcome")}
-    assert outcomes == {"blocked": 7, "error": 3}
+    assert outcomes == {"blocked": len(seen), "error": 10 - len(seen)}
     assert rows(db, "select distinct error from pages where outcome = 'error'") == [
         {"error": "not fetched: maoyan is blocking the crawler"}]
 
