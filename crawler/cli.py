@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import output, query
-from .config import MAX_WORKERS, ConfigError, load_config
-from .pools import POOL_KINDS, PoolUnavailable
+from .config import MAX_WORKERS, load_config
+from .pools import POOL_KINDS
 from .progress import Progress
 from .scheduler import CrawlResult, Interrupted, crawl
 from .store import StoreError, close_db, database_error, open_db, open_readonly
+from .errors import CrawlerError
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1  # some pages were not stored
@@ -50,7 +51,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-class UsageError(Exception):
+class UsageError(CrawlerError):
     """Bad input to a command that argparse could not see (a file that cannot be written)."""
 
 
@@ -149,7 +150,7 @@ def run_crawl(argv: list[str]) -> int:
         result = crawl(config, db_path=db_path, offline=args.offline, fixtures=args.fixtures,
                        workers=args.workers, resume=args.resume, record=args.record,
                        progress=Progress(quiet=args.quiet, verbose=args.verbose))
-    except (ConfigError, StoreError, PoolUnavailable, OSError) as exc:
+    except (CrawlerError, OSError) as exc:
         print(f"crawler: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Interrupted as stop:
@@ -350,7 +351,7 @@ def run_command(argv: list[str]) -> int:
         else:
             db = open_readonly(path)
         handlers[args.command](db, args)
-    except (query.QueryError, StoreError, ConfigError, UsageError) as exc:
+    except CrawlerError as exc:
         print(f"crawler {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except sqlite3.Error as exc:

@@ -8,6 +8,7 @@ from typing import Any
 
 from .pools import POOL_KINDS
 from .sites import SITES
+from .errors import CrawlerError
 
 DEFAULT_USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
@@ -19,7 +20,7 @@ START_METHODS = ("default", "fork", "forkserver", "spawn")
 MAX_WORKERS = 128
 
 
-class ConfigError(Exception):
+class ConfigError(CrawlerError):
     """A config that cannot be used; the message names the file or the key."""
 
 

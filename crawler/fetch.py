@@ -21,6 +21,8 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from .errors import CrawlerError
+
 # Headers the main process needs to classify and store a page; the rest stay behind.
 KEPT_HEADERS = ("content-type", "content-encoding", "retry-after", "location", "etag", "last-modified")
 MAX_REDIRECTS = 5
@@ -74,7 +76,7 @@ class FetchResult:
     compressed: bytes = b""
 
 
-class FetchError(Exception):
+class FetchError(CrawlerError):
     """A download that produced no HTTP response worth reading."""
 
     def __init__(self, url: str, reason: str, retryable: bool) -> None:

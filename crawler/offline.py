@@ -14,10 +14,12 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.response import HTTPResponse
 
+from .errors import CrawlerError
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
-class FixtureError(ValueError):
+class FixtureError(CrawlerError):
     """A fixture folder that cannot be served or written to; the message names the folder."""
 
 

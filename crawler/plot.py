@@ -13,6 +13,8 @@ from datetime import datetime
 from pathlib import PurePath
 from typing import Any
 
+from .errors import CrawlerError
+
 WIDTH_PX, HEIGHT_PX, DPI = 900, 500, 100
 PLOT_FORMATS = ("png", "svg", "pdf")
 FALLBACK_FONT = "DejaVu Sans"  # bundled with matplotlib: always there
@@ -31,7 +33,7 @@ _OTHER_REGIONS = [  # after Simplified Chinese and fonts of no stated region, in
 ]
 
 
-class PlotError(Exception):
+class PlotError(CrawlerError):
     """A plot that cannot be drawn as asked; the message says what to do instead."""
 
 

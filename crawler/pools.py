@@ -18,7 +18,6 @@ import gc
 import logging
 import math
 import multiprocessing
-import multiprocessing.dummy
 import multiprocessing.pool
 import os
 import signal
@@ -29,6 +28,7 @@ from multiprocessing.pool import ThreadPool
 from typing import Any, Callable, Protocol
 
 from .fetch import BLOCKED, SiteStops, WorkerSettings, configure, init_worker, stop_here
+from .errors import CrawlerError
 
 POOL_KINDS = ("process", "thread", "dask")
 DASK_MISSING = "the dask pool needs dask.distributed: pip install -e '.[dask]'"
@@ -40,7 +40,7 @@ DASK_TERMINATE_TIMEOUT = 4.0  # under scheduler.shutdown_pool's 5 s, so its fall
 log = logging.getLogger(__name__)
 
 
-class PoolUnavailable(Exception):
+class PoolUnavailable(CrawlerError):
     """The chosen pool cannot be had (dask not installed, scheduler unreachable); the message is one line."""
 
 
@@ -103,24 +103,18 @@ class _SharedStops:
         self.stops.stop(site, why)
 
 
-class _WorkerThread(multiprocessing.dummy.DummyProcess):
-    def terminate(self) -> None:
-        """Pool's clean-up after a refused start calls this; the thread ends on its sentinel instead."""
-
-
 class SiteThreadPool(_SharedStops, ThreadPool):
     """multiprocessing's ThreadPool, with stop_site, that fails cleanly when a thread is refused."""
-
-    @staticmethod
-    def Process(ctx: Any, *args: Any, **kwds: Any) -> _WorkerThread:  # noqa: N802 - Pool's name
-        return _WorkerThread(*args, **kwds)
 
     def _repopulate_pool(self) -> None:
         try:
             super()._repopulate_pool()
-        except RuntimeError:  # "can't start new thread": end those started, so Pool can join them
+        except RuntimeError:  # "can't start new thread": end those started, or Pool's clean-up fails on them
             for _ in self._pool:
                 self._inqueue.put(None)
+            for thread in self._pool:
+                thread.join(5.0)
+            self._pool.clear()
             raise
 
 

@@ -10,11 +10,12 @@ from typing import Any
 import sqlite_utils
 
 from .sites import SITES
+from .errors import CrawlerError
 
 BOARD_SITES = {board: site.name for site in SITES.values() for board in site.boards}
 
 
-class QueryError(Exception):
+class QueryError(CrawlerError):
     """A question the database cannot answer as asked; the message says why."""
 
 

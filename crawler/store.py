@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import sqlite_utils
 
 from .fetch import PAGE_COMPRESSION
+from .errors import CrawlerError
 
 RECORD_COLUMNS: dict[str, type] = {
     "run_id": int, "site": str, "board": str, "rank": int, "page_url": str, "movie_id": str, "title": str,
@@ -63,7 +64,7 @@ _REPLACE_PAGE = _replace_sql("pages", PAGE_COLUMNS)
 _REPLACE_PAGE_HTML = _replace_sql("page_html", PAGE_HTML_COLUMNS)
 
 
-class StoreError(Exception):
+class StoreError(CrawlerError):
     """The database cannot be opened or written; the message says which and why."""
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, REPO, config, fixture_pages, rows, run_cli, wait_for
-from tests.test_faults import VERIFY_PAGE, pages_stored, start_slow_crawl
+from tests.conftest import FIXTURES, REPO, config, fixture_pages, rows, run_cli, stored_pages, wait_for
+from tests.test_faults import VERIFY_PAGE, start_gated_crawl
 
 READ_COMMANDS = [
     ("runs",), ("stats",), ("top", "top100"), ("history", "霸王别姬"), ("diff", "--from", "1", "--to", "1"), ("search", "张国荣"),
@@ -72,11 +72,12 @@ def test_after_a_failed_crawl_the_main_file_holds_what_was_stored(tmp_path, serv
     assert rows(tmp_path / "copy-of-main-file.db", "select status from runs") == [{"status": "partial"}]
 
 
-def test_after_an_interrupted_crawl_the_main_file_holds_what_was_stored(tmp_path, server):
-    process, _, db = start_slow_crawl(tmp_path, server, ("top100",), 0.3)
+def test_after_an_interrupted_crawl_the_main_file_holds_what_was_stored(tmp_path, server, gate):
+    process, _, db, held = start_gated_crawl(tmp_path, server, gate, ("top100",), free=2)
     try:
-        wait_for(lambda: pages_stored(db) >= 2, what="two pages stored")
+        wait_for(lambda: stored_pages(db) >= 2 and held.held >= 1, what="two pages stored, one in flight")
         process.send_signal(signal.SIGINT)
+        held.open()
         process.communicate(timeout=60)
     finally:
         process.kill()
@@ -130,26 +131,6 @@ def test_a_crawl_refuses_a_database_of_another_program(tmp_path):
     line = one_line_error(run_cli("crawl.toml", "--offline", "--db", str(foreign)))
     assert "is not a crawler database" in line
     assert digest(foreign) == before
-
-
-@pytest.fixture
-def read_only():
-    """Make a file or folder unwritable even for root (chattr +i), or skip where that cannot be done."""
-    made: list[Path] = []
-
-    def make(path: Path) -> Path:
-        if os.geteuid() != 0:
-            path.chmod(0o555 if path.is_dir() else 0o444)
-        elif shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)]).returncode != 0:
-            pytest.skip("running as root where chattr +i is not available: nothing is read-only to root")
-        made.append(path)
-        return path
-
-    yield make
-    for path in made:
-        if os.geteuid() == 0:
-            subprocess.run(["chattr", "-i", str(path)])
-        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def test_reparse_of_a_database_that_cannot_be_written_is_one_line(tmp_path, crawled, read_only):
