@@ -43,18 +43,33 @@ class PageOutcome:
     error: str | None = None
     retryable: bool = False
     retry_after: float | None = None
-    status: int | None = None
-    final_url: str | None = None
-    bytes: int = 0
-    elapsed: float = 0.0
+    # The download as the worker returned it (None when nothing came back): the page goes
+    # one way, from the worker to the database and --record, inside the outcome.
+    result: FetchResult | None = None
     # The page as decoded, kept only when the user should look at it (a block).
     html: str | None = None
-    # The response body and headers as received, for the page_html table and --record.
-    body: bytes = b""
-    compressed: bytes = b""  # the body as the database keeps it, when the worker made it
-    headers: dict[str, str] = field(default_factory=dict)
     # A 304 answer to a conditional request: the stored copy still holds.
     not_modified: bool = False
+
+    @property
+    def status(self) -> int | None:
+        return self.result.status if self.result else None
+
+    @property
+    def final_url(self) -> str | None:
+        return self.result.final_url if self.result else None
+
+    @property
+    def bytes(self) -> int:
+        return len(self.result.body) if self.result else 0
+
+    @property
+    def elapsed(self) -> float:
+        return self.result.elapsed if self.result else 0.0
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.result.headers if self.result else {}
 
 
 def failed(task: FetchTask, error: BaseException) -> PageOutcome:
@@ -65,9 +80,7 @@ def failed(task: FetchTask, error: BaseException) -> PageOutcome:
 
 
 def process(task: FetchTask, result: FetchResult, parse: Callable[[str, str], BoardPage]) -> PageOutcome:
-    outcome = PageOutcome(task, "error", status=result.status, final_url=result.final_url,
-                          bytes=len(result.body), elapsed=result.elapsed, body=result.body,
-                          compressed=result.compressed, headers=result.headers)
+    outcome = PageOutcome(task, "error", result=result)
     try:
         _classify(outcome, result, parse)
     except Exception as exc:  # a parser bug must cost one page, never the crawl

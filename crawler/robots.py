@@ -57,9 +57,7 @@ class Rules:
 
 def answer(task: FetchTask, result: FetchResult) -> PageOutcome:
     """The robots.txt download as an outcome: "ok" (rules or none) or an error worth retrying."""
-    outcome = PageOutcome(task, "ok", status=result.status, final_url=result.final_url,
-                          bytes=len(result.body), elapsed=result.elapsed, body=result.body,
-                          headers=result.headers)
+    outcome = PageOutcome(task, "ok", result=result)
     if result.status in RETRYABLE_STATUS:
         outcome.outcome, outcome.error, outcome.retryable = "error", f"HTTP {result.status}", True
         outcome.retry_after = retry_after_seconds(result.headers.get("retry-after"))
@@ -75,6 +73,32 @@ def rules(outcome: PageOutcome, user_agent: str) -> Rules:
     if outcome.status != 200:
         return Rules(user_agent=user_agent)
     parser = RobotFileParser()
-    parser.parse(outcome.body[:MAX_ROBOTS_BYTES].decode("utf-8", errors="replace").splitlines())
+    parser.parse(outcome.result.body[:MAX_ROBOTS_BYTES].decode("utf-8", errors="replace").splitlines())
     return Rules(parser=parser, user_agent=user_agent)
 
+
+
+class RobotsGate:
+    """Which sites still wait for their robots.txt, and what each site's rules allow."""
+
+    def __init__(self) -> None:
+        self.pending: set[str] = set()
+        self.rules: dict[str, Rules] = {}
+
+    def asked(self, site: str) -> bool:
+        return site in self.pending or site in self.rules
+
+    def ask(self, site: str) -> None:
+        self.pending.add(site)
+
+    def settle(self, site: str, rules: Rules) -> None:
+        self.rules[site] = rules
+        self.pending.discard(site)
+
+    def waits(self, task: FetchTask) -> bool:
+        """A page waits while its site's robots.txt is on its way."""
+        return task.site in self.pending and not is_robots(task)
+
+    def allows(self, task: FetchTask) -> bool:
+        rules = self.rules.get(task.site)
+        return rules is None or is_robots(task) or rules.allows(task.url)

@@ -10,12 +10,12 @@ import sqlite3
 import zlib
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import sqlite_utils
 
-from .fetch import PAGE_COMPRESSION
 from .errors import CrawlerError
+from .fetch import FetchResult
 
 RECORD_COLUMNS: dict[str, type] = {
     "run_id": int, "site": str, "board": str, "rank": int, "page_url": str, "movie_id": str, "title": str,
@@ -182,31 +182,23 @@ def start_run(db: sqlite_utils.Database, config_path: str, config_text: str, off
         }).last_pk
 
 
-def save_page(db: sqlite_utils.Database, run_id: int, page: dict[str, Any],
-              records: Iterable[dict[str, Any]] = (), html: dict[str, Any] | None = None) -> None:
-    """Store one page's outcome, its records and the page itself in one transaction.
-
-    `html` is {"body": bytes, "content_type", "etag", "last_modified"} as received, and
-    "compressed": the body zlib-compressed, when the worker already did it.
-    """
-    save_pages(db, run_id, [(page, records, html)])
-
-
+# A page's row in `pages`, its records, and the page as received:
+# {"compressed": the body as the worker compressed it, "content_type", "etag", "last_modified"}.
 PageWrite = tuple[dict[str, Any], Iterable[dict[str, Any]], dict[str, Any] | None]
 
 
 def save_pages(db: sqlite_utils.Database, run_id: int, pages: list[PageWrite]) -> None:
-    """Store several pages, each as save_page() takes it, in one transaction.
+    """Store pages, each with its records and its HTML, in one transaction: all or none.
 
     A commit costs SQLite work of its own (the movies' search index most), so a crawl
-    that has several pages to store at once stores them together. All or none are stored.
+    that has several pages to store at once stores them together.
     """
     with db.atomic():
         for page, records, html in pages:
             if html is not None:
                 db.conn.execute(_REPLACE_PAGE_HTML, (
                     run_id, page["url"], now(), html.get("content_type"), html.get("etag"), html.get("last_modified"),
-                    html.get("compressed") or zlib.compress(html["body"], PAGE_COMPRESSION)))
+                    html["compressed"]))
             count = save_records(db, run_id, page["site"], page["board"], page["url"], records)
             row = {**page, "run_id": run_id, "fetched": now(), "records": count}
             db.conn.execute(_REPLACE_PAGE, [row.get(name) for name in PAGE_COLUMNS])
@@ -263,6 +255,17 @@ def reuse_page(db: sqlite_utils.Database, run_id: int, from_run: int, page: dict
                            [run_id, page["url"]]).fetchone()[0]
         db["pages"].upsert({"run_id": run_id, "fetched": now(), "records": count, **page}, pk=("run_id", "url"))
     return count
+
+
+def stored_pages(db: sqlite_utils.Database, run_id: int) -> Iterator[tuple[str, str, str, int, FetchResult]]:
+    """(site, board, url, attempts, the page as received) for each page the run kept."""
+    for url, site, board, final_url, content_type, html, attempts in db.execute(
+            """select h.url, p.site, p.board, p.final_url, h.content_type, h.html, p.attempts
+               from page_html h join pages p on p.run_id = h.run_id and p.url = h.url
+               where h.run_id = ?""", [run_id]):
+        body = zlib.decompress(html)
+        yield site, board, url, attempts, FetchResult(url, final_url or url, 200, {"content-type": content_type or ""},
+                                                      body, 0.0)
 
 
 def board_pages(db: sqlite_utils.Database, run_id: int, site: str, board: str) -> list[str]:

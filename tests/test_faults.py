@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 
-from crawler import scheduler
+from crawler import engine, scheduler
 from crawler.config import load_config
 from tests.conftest import (HOLD_BOUND, board_pages, config, fixture_pages, rows, run_cli, send, start_cli,
                             stored_pages, wait_for, write_config)
@@ -88,13 +88,13 @@ def test_politeness_bounds_requests_in_flight_and_spaces_them(tmp_path, server, 
     delay = 0.25
     overlap = Overlap(server, target=2, total=len(TOP100))
     handed_over: list[tuple[float, str]] = []
-    real_submit = scheduler.Scheduler._submit
+    real_submit = engine.Engine._submit
 
     def submit(self, task, host, now, *rest):
         handed_over.append((now, task.url))
         return real_submit(self, task, host, now, *rest)
 
-    monkeypatch.setattr(scheduler.Scheduler, "_submit", submit)
+    monkeypatch.setattr(engine.Engine, "_submit", submit)
     cfg = load_config(config(tmp_path, server, workers=4, max_in_flight_per_host=2, delay_per_host=delay))
     began = time.monotonic()
     result = scheduler.crawl(cfg, str(tmp_path / "m.db"))

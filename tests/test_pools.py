@@ -1,7 +1,7 @@
 """The pool choice (crawler.pools): process, thread and dask pools under the one scheduler.
 
 Unit tests hand crawler.fetch.fetch to each pool against the test server; end-to-end tests
-run crawler.scheduler.Scheduler with each pool over the offline fixtures into a real SQLite
+run crawler.scheduler.crawl with each pool over the offline fixtures into a real SQLite
 file and compare the rows with the process pool's. Every wait is bounded.
 """
 from __future__ import annotations
@@ -18,12 +18,13 @@ from typing import Any, Callable
 
 import pytest
 
-from crawler import pools, store
+from crawler import pools
 from crawler.config import Config, load_config, parse_config
 from crawler.fetch import FetchError, FetchResult, FetchTask, SiteHTTP, WorkerSettings, fetch
 from crawler.offline import FIXTURES
 from crawler.pools import DaskPool, PoolUnavailable, make_pool
-from crawler.scheduler import Scheduler, shutdown_pool
+from crawler import scheduler
+from crawler.scheduler import shutdown_pool
 from tests.conftest import REPO, config, fixture_pages, rows, send, wait_for
 
 KINDS = ["process", "thread", "dask"]
@@ -257,20 +258,11 @@ PAGES = 26
 
 
 def crawl(config: Config, make: Callable[[], Any], folder: Path, offline: bool, workers: int = 4) -> Path:
-    """One run of the real scheduler with the given pool into a fresh SQLite file."""
+    """One run of the real crawl with the given pool into a fresh SQLite file."""
     folder.mkdir(parents=True, exist_ok=True)
     db_path = folder / "movies.db"
-    db = store.open_db(db_path)
-    run_id = store.start_run(db, config.path, config.text, offline)
-    scheduler = Scheduler(config, db, run_id, make, offline, workers, folder)
-    try:
-        scheduler.add_boards()
-        failures = scheduler.run()
-    finally:
-        scheduler.close()
-    store.finish_run(db, run_id, "ok" if not failures else "partial")
-    db.conn.close()
-    assert failures == []
+    result = scheduler.crawl(config, str(db_path), offline=offline, workers=workers, make_pool=make)
+    assert result.failures == [] and result.status == "ok"
     return db_path
 
 
