@@ -300,7 +300,7 @@ def command_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
                   "new entries, elapsed, pages/s.", "crawler stats 3")
     sub.add_argument("run", nargs="?", type=_positive, help="run id (default: the latest)")
     sub = command("top", _cmd_top, "Show a board as it stood in a run.", "crawler top top250 --limit 10")
-    sub.add_argument("board", help=f"one of: {', '.join(query.BOARD_SITES)}")
+    sub.add_argument("board", help=f"one of: {', '.join(query.board_names())} (SITE/BOARD always works)")
     sub.add_argument("--run", type=_positive, help="run id (default: the latest run with this board)")
     sub.add_argument("--limit", type=_positive, metavar="N", help="only the first N ranks")
     sub = command("history", _cmd_history, "Show one movie's rank and score in every run.",

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .pools import POOL_KINDS
-from .sites import SITES
+from .sites import BROKEN, SITES
 from .errors import CrawlerError
 
 DEFAULT_USER_AGENT = (
@@ -99,6 +99,8 @@ def _string_table(where: str, table: dict) -> dict[str, str]:
 
 def _site(name: str, raw: Any) -> SiteConfig:
     where = f"sites.{name}"
+    if name in BROKEN:
+        raise ConfigError(f"site {name!r} is installed but cannot be used: {BROKEN[name]}")
     if name not in SITES:
         raise ConfigError(f"unknown site {where!r} (known: {', '.join(SITES)})")
     _check_type(where, raw, dict)
@@ -160,7 +162,8 @@ def parse_config(text: str, path: str = "crawl.toml") -> Config:
     _check_type("[sites]", sites_raw, dict)
     sites = tuple(_site(name, value) for name, value in sites_raw.items())
     if not any(site.boards for site in sites):
-        raise ConfigError(f"{path} names no board to crawl: add a [sites.maoyan] or [sites.douban] table")
+        tables = " or ".join(f"[sites.{name}]" for name in SITES)
+        raise ConfigError(f"{path} names no board to crawl: add a {tables} table")
     return Config(path=path, database=database, sites=sites, text=text, **{
         key: float(value) if isinstance(_CRAWL_KEYS[key][1], float) else value
         for key, value in settings.items()

@@ -20,6 +20,7 @@ from .decisions import Decisions
 from .fetch import FetchTask
 from .frontier import Frontier
 from .pipeline import PageOutcome
+from .site import Site
 from .sites import SITES
 from .supervisor import PoolSupervisor
 
@@ -123,15 +124,15 @@ class Engine:
 
     def _submit(self, task: FetchTask, host: str, now: float) -> None:
         self.frontier.started(host, now)
-        parse = None if robots.is_robots(task) else SITES[task.site].parse
-        self.supervisor.submit(task, host, now, lambda result: self._on_result(task, parse, result),
+        site = None if robots.is_robots(task) else SITES[task.site]
+        self.supervisor.submit(task, host, now, lambda result: self._on_result(task, site, result),
                                lambda error: self._on_error(task, error))
 
     # -- callbacks: on the pool's result-handler thread; they must never raise -------------------
-    def _on_result(self, task: FetchTask, parse: Any, result: Any) -> None:
+    def _on_result(self, task: FetchTask, site: Site | None, result: Any) -> None:
         try:
             with self.timings.measure("parse"):
-                outcome = robots.answer(task, result) if parse is None else pipeline.process(task, result, parse)
+                outcome = robots.answer(task, result) if site is None else pipeline.process(task, result, site)
         except BaseException as exc:  # noqa: BLE001 - anything escaping here hangs the pool
             outcome = PageOutcome(task, "error", error=f"internal error: {exc!r}")
         self.outcomes.put((task, outcome))

@@ -176,7 +176,6 @@ def make_session(settings: WorkerSettings) -> requests.Session:
     session.trust_env = False  # read once in configure() instead: see _environment_for
     session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     session.headers["User-Agent"] = settings.user_agent
-    session.headers["Accept-Language"] = "zh-CN,zh;q=0.9,en;q=0.8"
     for site in settings.sites.values():
         host = urlsplit(site.base_url).hostname
         for name, value in site.cookies.items():

@@ -10,18 +10,17 @@ import re
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from parsers.common import BoardPage, NotABoardPage
 
 from .fetch import FetchError, FetchResult, FetchTask
+from .site import CORE_FIELDS, Site
 
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
-# Hosts a site sends a crawler to when it wants a human: being sent there is a block.
-BLOCK_HOSTS = ("verify.maoyan.com", "sec.douban.com")
-# Statuses with which a site refuses a crawler outright.
-BLOCK_STATUS = {403, 418}
+# Fields of a record the crawler itself fills or reads, whatever the site.
+CRAWLER_FIELDS = {"obfuscated", "updated"}
 
 CUT_SHORT = "page cut short (no closing </html>)"
 _ENDS = re.compile(r"</html\s*>", re.I)
@@ -79,17 +78,17 @@ def failed(task: FetchTask, error: BaseException) -> PageOutcome:
     return PageOutcome(task, "error", error=f"download failed: {type(error).__name__}: {error}", retryable=True)
 
 
-def process(task: FetchTask, result: FetchResult, parse: Callable[[str, str], BoardPage]) -> PageOutcome:
+def process(task: FetchTask, result: FetchResult, site: Site) -> PageOutcome:
     outcome = PageOutcome(task, "error", result=result)
     try:
-        _classify(outcome, result, parse)
+        _classify(outcome, result, site)
     except Exception as exc:  # a parser bug must cost one page, never the crawl
         outcome.outcome, outcome.records = "error", []
         outcome.error = f"parser failed: {type(exc).__name__}: {exc}"
     return outcome
 
 
-def _classify(outcome: PageOutcome, result: FetchResult, parse: Callable[[str, str], BoardPage]) -> None:
+def _classify(outcome: PageOutcome, result: FetchResult, site: Site) -> None:
     status = result.status
     location = result.headers.get("location")
     if status == 304:
@@ -98,12 +97,12 @@ def _classify(outcome: PageOutcome, result: FetchResult, parse: Callable[[str, s
         return
     if 300 <= status < 400:
         host = urlsplit(location or "").hostname or ""
-        if host.endswith(BLOCK_HOSTS):
+        if site.block_hosts and host.endswith(site.block_hosts):
             outcome.outcome, outcome.error = "blocked", f"redirected to the verification page {location}"
         else:
             outcome.error = f"redirected off the site to {location}; not followed"
         return
-    if status in BLOCK_STATUS:
+    if status in site.block_statuses:
         outcome.outcome, outcome.error = "blocked", f"HTTP {status}: the site refused the request"
         outcome.html = decode(result.body, result.headers.get("content-type"))[0]
         return
@@ -122,7 +121,7 @@ def _classify(outcome: PageOutcome, result: FetchResult, parse: Callable[[str, s
     # A page cut short still parses, into fewer records than the board has.
     complete = bool(_ENDS.search(html[-4096:]))
     try:
-        page = parse(html, result.final_url)
+        page = site.parse(html, result.final_url)
     except NotABoardPage as exc:
         if exc.blocked:
             outcome.outcome, outcome.html, outcome.error = "blocked", html, f"not a board page: {exc.reason}"
@@ -136,9 +135,12 @@ def _classify(outcome: PageOutcome, result: FetchResult, parse: Callable[[str, s
     if not complete:
         outcome.error, outcome.retryable = CUT_SHORT, True
         return
+    declared = CORE_FIELDS.keys() | site.columns.keys() | CRAWLER_FIELDS
     for record in page.records:
         if not isinstance(record.get("rank"), int) or not record.get("title"):
             raise ValueError(f"record without a rank or title: {record!r:.120}")
+        if record.keys() - declared:  # it would have no column: an error, never a silent drop
+            raise ValueError(f"fields the site {site.name!r} does not declare: {sorted(record.keys() - declared)}")
     for record in page.records:
         record.setdefault("updated", page.updated)
     outcome.outcome, outcome.records = "ok", page.records

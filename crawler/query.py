@@ -12,7 +12,6 @@ import sqlite_utils
 from .sites import SITES
 from .errors import CrawlerError
 
-BOARD_SITES = {board: site.name for site in SITES.values() for board in site.boards}
 
 
 class QueryError(CrawlerError):
@@ -38,25 +37,46 @@ def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def check_board(board: str) -> str:
-    """The site of a board name, or a QueryError listing the known boards."""
-    if board not in BOARD_SITES:
-        raise QueryError(f"unknown board {board!r} (known: {', '.join(BOARD_SITES)})")
-    return BOARD_SITES[board]
+def board_names() -> list[str]:
+    """Every board as a command takes it: BOARD where one site has it, else SITE/BOARD."""
+    owners = _owners()
+    return [board if len(owners[board]) == 1 else f"{site.name}/{board}"
+            for site in SITES.values() for board in site.boards]
 
 
-def resolve_run(db: sqlite_utils.Database, run: int | None = None, board: str | None = None) -> int:
-    """The run asked for, or the latest one (holding `board`, when given)."""
+def _owners() -> dict[str, list[str]]:
+    owners: dict[str, list[str]] = {}
+    for site in SITES.values():
+        for board in site.boards:
+            owners.setdefault(board, []).append(site.name)
+    return owners
+
+
+def board_key(text: str) -> tuple[str, str]:
+    """(site, board) from SITE/BOARD, or from BOARD alone when only one site has such a board."""
+    site, _, board = text.rpartition("/")
+    owners = _owners().get(board, [])
+    if site and site in owners:
+        return site, board
+    if not site and len(owners) == 1:
+        return owners[0], board
+    if not site and owners:
+        raise QueryError(f"board {board!r} is on {' and '.join(owners)}: say which, e.g. {owners[0]}/{board}")
+    raise QueryError(f"unknown board {text!r} (known: {', '.join(board_names())})")
+
+
+def resolve_run(db: sqlite_utils.Database, run: int | None = None, key: tuple[str, str] | None = None) -> int:
+    """The run asked for, or the latest one (holding the board `key`, when given)."""
     if run is not None:
         if not db.execute("select 1 from runs where id = ?", [run]).fetchone():
             raise QueryError(f"no run {run} in this database (see: crawler runs)")
         return run
     sql, params = "select max(id) from runs", []
-    if board:
-        sql, params = "select max(run_id) from records where board = ?", [board]
+    if key:
+        sql, params = "select max(run_id) from records where site = ? and board = ?", list(key)
     latest = db.execute(sql, params).fetchone()[0]
     if latest is None:
-        raise QueryError("no run in this database yet" + (f" with board {board!r}" if board else "")
+        raise QueryError("no run in this database yet" + (f" with board {key[1]!r}" if key else "")
                          + ": crawl first (python -m crawler crawl.toml)")
     return latest
 
@@ -72,12 +92,9 @@ def run_stats(db: sqlite_utils.Database, run: int | None = None) -> dict[str, An
 
 
 def top(db: sqlite_utils.Database, board: str, run: int | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-    site = check_board(board)
-    run_id = resolve_run(db, run, board)
-    extra = {"top250": "year, votes", "most-wanted": "month_wish, total_wish",
-             "cn-box-office": "realtime_box_office, realtime_box_office_unit, total_box_office, total_box_office_unit",
-             "na-box-office": "realtime_box_office, realtime_box_office_unit, total_box_office, total_box_office_unit",
-             }.get(board, "release_date, release_region")
+    site, board = board_key(board)
+    run_id = resolve_run(db, run, (site, board))
+    extra = ", ".join(f"[{name}]" for name in SITES[site].boards[board].shows)
     rows = _rows(db, f"""select rank, title, score, {extra}, movie_id from records
                          where run_id = ? and site = ? and board = ? order by rank
                          limit ?""", [run_id, site, board, -1 if limit is None else limit])
@@ -88,14 +105,13 @@ def top(db: sqlite_utils.Database, board: str, run: int | None = None, limit: in
 
 def history(db: sqlite_utils.Database, movie: str, board: str | None = None) -> list[dict[str, Any]]:
     """Rank and score of one movie (a title or a movie id) in every run that has it."""
-    if board:
-        check_board(board)
+    site, board = board_key(board) if board else (None, None)
     rows = _rows(db, """select r.run_id, substr(runs.started, 1, 19) as started, r.site, r.board, r.rank,
                                r.score, r.title, r.movie_id
                         from records r join runs on runs.id = r.run_id
                         where (r.title = :movie or r.movie_id = :movie)
-                          and (:board is null or r.board = :board)
-                        order by r.site, r.board, r.run_id""", {"movie": movie, "board": board})
+                          and (:board is null or (r.site = :site and r.board = :board))
+                        order by r.site, r.board, r.run_id""", {"movie": movie, "site": site, "board": board})
     if not rows:
         raise QueryError(f"no movie titled or with id {movie!r} in this database"
                          + (f" on board {board!r}" if board else ""))
@@ -109,21 +125,20 @@ def diff(db: sqlite_utils.Database, board: str | None = None, from_run: int | No
     Entries are matched by the site's movie id, so a title changed under the same id is
     "renamed" (its old title in from_title), not one film leaving and another entering.
     """
-    if board:
-        check_board(board)
-    to_id = resolve_run(db, to_run, board)
+    site, board = board_key(board) if board else (None, None)
+    to_id = resolve_run(db, to_run, (site, board) if board else None)
     if from_run is None:
-        sql = "select max(run_id) from records where run_id < ?" + (" and board = ?" if board else "")
-        from_id = db.execute(sql, [to_id, board] if board else [to_id]).fetchone()[0]
+        sql = "select max(run_id) from records where run_id < ?" + (" and site = ? and board = ?" if board else "")
+        from_id = db.execute(sql, [to_id, site, board] if board else [to_id]).fetchone()[0]
         if from_id is None:
             raise QueryError(f"nothing to compare run {to_id} with: it is the first run"
                              + (f" with board {board!r}" if board else ""))
     else:
         from_id = resolve_run(db, from_run)
     side = """select site, board, coalesce(movie_id, title) as movie, title, rank, score
-              from records where run_id = ? and (? is null or board = ?)"""
-    old = {(r["site"], r["board"], r["movie"]): r for r in _rows(db, side, [from_id, board, board])}
-    new = {(r["site"], r["board"], r["movie"]): r for r in _rows(db, side, [to_id, board, board])}
+              from records where run_id = ? and (? is null or (site = ? and board = ?))"""
+    old = {(r["site"], r["board"], r["movie"]): r for r in _rows(db, side, [from_id, board, site, board])}
+    new = {(r["site"], r["board"], r["movie"]): r for r in _rows(db, side, [to_id, board, site, board])}
     boards = {key[:2] for key in new} & {key[:2] for key in old}  # boards both runs crawled
     changes = []
     # By board and rank; at equal rank what entered comes before what left.
@@ -183,13 +198,14 @@ def compare(db: sqlite_utils.Database) -> Rows:
     Joined on title and year. Maoyan often shows a re-release date, so a Maoyan year
     later than Douban's still matches; an earlier one does not.
     """
-    maoyan_run = resolve_run(db, None, "top100")
-    douban_run = resolve_run(db, None, "top250")
+    maoyan_run = resolve_run(db, None, ("maoyan", "top100"))
+    douban_run = resolve_run(db, None, ("douban", "top250"))
     return _rows(db, """
         select m.title, d.year, m.rank as maoyan_rank, d.rank as douban_rank,
                m.rank - d.rank as difference, m.score as maoyan_score, d.score as douban_score
         from records m join records d on d.title = m.title
-        where m.run_id = ? and m.board = 'top100' and d.run_id = ? and d.board = 'top250'
+        where m.run_id = ? and m.site = 'maoyan' and m.board = 'top100'
+          and d.run_id = ? and d.site = 'douban' and d.board = 'top250'
           and (m.release_date is null or cast(substr(m.release_date, 1, 4) as integer) >= d.year)
         order by m.rank""", [maoyan_run, douban_run])
 

@@ -23,7 +23,7 @@ class ReparseResult:
 def reparse(db: sqlite_utils.Database, run_id: int) -> ReparseResult:
     """Replace the run's records with what the parsers make of its stored pages, in one transaction."""
     before = store.run_counts(db, run_id)["records"]
-    outcomes = [pipeline.process(FetchTask(site, board, url, attempts), result, SITES[site].parse)
+    outcomes = [pipeline.process(FetchTask(site, board, url, attempts), result, SITES[site])
                 for site, board, url, attempts, result in store.stored_pages(db, run_id)]
     stats = RunWriter(db, run_id).replace_records(outcomes)
     return ReparseResult(run_id, len(outcomes), sum(o.outcome == "ok" for o in outcomes), before, stats["records"])

@@ -32,6 +32,7 @@ from .offline import FIXTURES, FixtureError, check_fixtures
 from .progress import Progress
 from .record import Recorder
 from .runwriter import RunWriter
+from .sites import SITES
 from .supervisor import SUBMIT_AHEAD, PoolSupervisor, shutdown_pool
 
 __all__ = ["CrawlResult", "Interrupted", "QUEUE_CHUNK", "crawl", "make_engine", "shutdown_pool", "worker_settings"]
@@ -67,7 +68,9 @@ def worker_settings(config: Config, fixtures: str | None) -> WorkerSettings:
         request_timeout=config.request_timeout,
         page_deadline=config.page_deadline,
         max_page_bytes=config.max_page_bytes,
-        sites={s.name: SiteHTTP(s.base_url, dict(s.headers), dict(s.cookies)) for s in config.sites},
+        # The site's own default headers (Accept-Language...), then the config's.
+        sites={s.name: SiteHTTP(s.base_url, {**SITES[s.name].headers, **s.headers}, dict(s.cookies))
+               for s in config.sites},
         offline_fixtures=fixtures,
     )
 

@@ -1,57 +1,50 @@
-"""The sites and boards the crawler knows: where their pages are and which parser reads them."""
+"""The sites the crawler knows: the built-in ones, and those installed packages declare.
+
+Each site is a `crawler.site.Site` that a module makes and names in the entry-point group
+`crawler.sites` (in its package's pyproject.toml:
+`[project.entry-points."crawler.sites"] mysite = "mysite:SITE"`). The built-in sites are
+loaded directly as well, so a checkout that was never installed still has them.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from importlib import import_module
+from importlib.metadata import entry_points
 
-from parsers import douban, maoyan
-from parsers.common import BoardPage
+from .site import Board, Site
 
+ENTRY_POINT_GROUP = "crawler.sites"
+BUILT_IN = ("parsers.maoyan:SITE", "parsers.douban:SITE")
 
-@dataclass(frozen=True)
-class Board:
-    name: str
-    label: str
-    # Pages known before the crawl starts, as path + query below the site's base URL.
-    pages: tuple[str, ...]
-    # True when the number of pages is only known from the first page's pager.
-    follow_pager: bool = False
+__all__ = ["BROKEN", "Board", "ENTRY_POINT_GROUP", "SITES", "Site", "discover"]
 
 
-@dataclass(frozen=True)
-class Site:
-    name: str
-    base_url: str
-    parse: Callable[[str, str], BoardPage]
-    boards: dict[str, Board]
+def _load(spec: str) -> object:
+    module, _, name = spec.partition(":")
+    return getattr(import_module(module), name)
 
 
-def _maoyan_board(name: str, label: str, board_id: int, pages: int = 1, follow_pager: bool = False) -> Board:
-    if pages == 1 and not follow_pager:
-        return Board(name, label, (f"/board/{board_id}",))
-    return Board(name, label, tuple(f"/board/{board_id}?offset={n * 10}" for n in range(pages)), follow_pager)
+def discover() -> tuple[dict[str, Site], dict[str, str]]:
+    """(sites by name, why each site that could not be loaded was not)."""
+    sites: dict[str, Site] = {}
+    broken: dict[str, str] = {}
+    for spec in BUILT_IN:
+        site = _load(spec)
+        sites[site.name] = site
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        if point.value in BUILT_IN:
+            continue
+        try:
+            site = point.load()
+        except Exception as exc:  # noqa: BLE001 - a broken package must not stop the other sites
+            broken[point.name] = f"its entry point {point.value} cannot be loaded ({type(exc).__name__}: {exc})"
+            continue
+        if not isinstance(site, Site):
+            broken[point.name] = f"its entry point {point.value} is not a crawler.site.Site"
+        elif site.name in sites:
+            broken[point.name] = f"its entry point {point.value} names site {site.name!r}, which is already known"
+        else:
+            sites[site.name] = site
+    return sites, broken
 
 
-SITES: dict[str, Site] = {
-    "maoyan": Site(
-        name="maoyan",
-        base_url="https://www.maoyan.com",
-        parse=maoyan.parse_board,
-        boards={
-            board.name: board
-            for board in (
-                _maoyan_board("top100", "TOP100榜", 4, pages=10),
-                _maoyan_board("hot", "热映口碑榜", 7),
-                _maoyan_board("most-wanted", "最受期待榜", 6, follow_pager=True),
-                _maoyan_board("cn-box-office", "国内票房榜", 1),
-                _maoyan_board("na-box-office", "北美票房榜", 2),
-            )
-        },
-    ),
-    "douban": Site(
-        name="douban",
-        base_url="https://movie.douban.com",
-        parse=douban.parse_board,
-        boards={"top250": Board("top250", "豆瓣电影 Top 250", tuple(f"/top250?start={n * 25}" for n in range(10)))},
-    ),
-}
+SITES, BROKEN = discover()

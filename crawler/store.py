@@ -16,28 +16,25 @@ import sqlite_utils
 
 from .errors import CrawlerError
 from .fetch import FetchResult
+from .site import CORE_FIELDS, CORE_MOVIE_FIELDS
+from .sites import SITES
 
+# The fields of every site's records, then those each known site declares, then two of the
+# crawler's own: the names of the fields a web font hid (stored NULL), and the board's date.
 RECORD_COLUMNS: dict[str, type] = {
-    "run_id": int, "site": str, "board": str, "rank": int, "page_url": str, "movie_id": str, "title": str,
-    "url": str, "poster_url": str, "actors": str, "release_date": str, "release_region": str,
-    "score": float,
-    # Maoyan boards that show something else than a score
-    "month_wish": int, "total_wish": int,
-    "realtime_box_office": float, "realtime_box_office_unit": str,
-    "total_box_office": float, "total_box_office_unit": str,
-    # Douban
-    "other_titles": str, "credits": str, "directors": str, "year": int, "countries": str,
-    "genres": str, "votes": int, "quote": str, "playable": int,
-    # Names of the fields a web font hides (stored NULL), comma-separated.
+    "run_id": int, "site": str, "board": str, "rank": int, "page_url": str,
+    **{name: kind for name, kind in CORE_FIELDS.items() if name != "rank"},
+    **{name: kind for site in SITES.values() for name, kind in site.columns.items()},
     "obfuscated": str,
     "updated": str,
 }
 RECORD_KEY = ("run_id", "site", "board", "rank")
-MOVIE_FIELDS = ("title", "url", "poster_url", "actors", "release_date", "release_region",
-                "other_titles", "directors", "year", "countries", "genres")
+MOVIE_FIELDS = (*CORE_MOVIE_FIELDS, *dict.fromkeys(name for site in SITES.values() for name in site.movie_fields))
 MOVIE_COLUMNS: dict[str, type] = {
     "site": str, "movie_id": str, **{name: RECORD_COLUMNS[name] for name in MOVIE_FIELDS}, "last_run_id": int,
 }
+# Searched by `crawler search` where the movies have them.
+SEARCHED = tuple(name for name in ("title", "actors", "other_titles") if name in MOVIE_COLUMNS)
 PAGE_COLUMNS: dict[str, type] = {
     "run_id": int, "url": str, "site": str, "board": str, "final_url": str, "status": int,
     "bytes": int, "elapsed": float, "attempts": int, "outcome": str, "error": str,
@@ -152,25 +149,47 @@ RUN_COLUMNS: dict[str, type] = {
 }
 
 
+TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...], bool]] = {
+    # table: (columns, primary key, refers to runs)
+    "runs": (RUN_COLUMNS, "id", False),
+    "records": (RECORD_COLUMNS, RECORD_KEY, True),
+    "pages": (PAGE_COLUMNS, ("run_id", "url"), True),
+    "movies": (MOVIE_COLUMNS, ("site", "movie_id"), False),
+    "page_html": (PAGE_HTML_COLUMNS, ("run_id", "url"), True),
+}
+
+
+def _runs_before_robots_had_none_disallowed(db: sqlite_utils.Database) -> None:
+    db.execute("update runs set pages_disallowed = 0 where pages_disallowed is null and status != 'running'")
+
+
+# Changes of meaning that adding a column cannot make, in order: a database at version N has
+# had the first N applied (PRAGMA user_version). A database made before versions existed is at 0.
+MIGRATIONS = (
+    _runs_before_robots_had_none_disallowed,  # 1: robots.txt is obeyed; earlier runs disallowed nothing
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
 def _ensure_tables(db: sqlite_utils.Database) -> None:
+    """Every table with every declared column (a new site's included), then the migrations it lacks."""
     with db.atomic():
-        db["runs"].create(RUN_COLUMNS, pk="id", if_not_exists=True)
-        # A database made before a column existed gets it (NULL in its old runs).
-        missing = {name: kind for name, kind in RUN_COLUMNS.items() if name not in db["runs"].columns_dict}
-        for name, kind in missing.items():
-            db["runs"].add_column(name, kind)
-        db["records"].create(RECORD_COLUMNS, pk=RECORD_KEY, if_not_exists=True,
-                             foreign_keys=[("run_id", "runs", "id")])
-        db["pages"].create(PAGE_COLUMNS, pk=("run_id", "url"), if_not_exists=True,
-                           foreign_keys=[("run_id", "runs", "id")])
-        db["movies"].create(MOVIE_COLUMNS, pk=("site", "movie_id"), if_not_exists=True)
-        db["page_html"].create(PAGE_HTML_COLUMNS, pk=("run_id", "url"), if_not_exists=True,
-                               foreign_keys=[("run_id", "runs", "id")])
+        for name, (columns, pk, per_run) in TABLES.items():
+            table = db[name]
+            table.create(columns, pk=pk, if_not_exists=True, foreign_keys=[("run_id", "runs", "id")] if per_run else None)
+            for column, kind in columns.items():
+                if column not in table.columns_dict:
+                    table.add_column(column, kind)  # NULL in the rows written before it existed
         db["records"].create_index(["site", "board", "movie_id", "run_id"], if_not_exists=True)
         db["records"].create_index(["title"], if_not_exists=True)
+        version = db.execute("pragma user_version").fetchone()[0]
+        for migrate in MIGRATIONS[version:]:
+            migrate(db)
+        if version < SCHEMA_VERSION:
+            db.execute(f"pragma user_version = {SCHEMA_VERSION}")
     if not db["movies"].detect_fts():
         # Trigram: Chinese titles have no spaces, so words cannot be the unit of search.
-        db["movies"].enable_fts(["title", "actors", "other_titles"], create_triggers=True, tokenize="trigram")
+        db["movies"].enable_fts(list(SEARCHED), create_triggers=True, tokenize="trigram")
 
 
 def start_run(db: sqlite_utils.Database, config_path: str, config_text: str, offline: bool) -> int:
@@ -225,9 +244,7 @@ def _record_row(run_id: int, site: str, board: str, page_url: str, record: dict[
     row = {name: record.get(name) for name in RECORD_COLUMNS}
     row.update(run_id=run_id, site=site, board=board, page_url=page_url)
     row["obfuscated"] = ",".join(record.get("obfuscated") or []) or None
-    if isinstance(row["playable"], bool):
-        row["playable"] = int(row["playable"])
-    return tuple(row.values())
+    return tuple(int(value) if isinstance(value, bool) else value for value in row.values())
 
 
 def stored_copies(db: sqlite_utils.Database, run_id: int) -> dict[str, dict[str, Any]]:

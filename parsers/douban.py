@@ -11,6 +11,8 @@ import re
 from typing import Any
 from urllib.parse import urljoin
 
+from crawler.site import Board, Site
+
 from .common import (
     BoardPage,
     NotABoardPage,
@@ -119,3 +121,18 @@ def _details(p: Any) -> dict[str, Any]:
         "countries": parts[-2] or None,
         "genres": parts[-1] or None,
     }
+
+
+SITE = Site(
+    name="douban",
+    base_url="https://movie.douban.com",
+    boards={"top250": Board("top250", "豆瓣电影 Top 250", tuple(f"/top250?start={n * 25}" for n in range(10)),
+                            shows=("year", "votes"))},
+    parse=parse_board,
+    columns={"other_titles": str, "credits": str, "directors": str, "year": int, "countries": str,
+             "genres": str, "votes": int, "quote": str, "playable": int},
+    movie_fields=("other_titles", "directors", "year", "countries", "genres"),
+    block_hosts=("sec.douban.com",),
+    block_statuses=frozenset({403, 418}),
+    headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"},
+)

@@ -11,6 +11,8 @@ import re
 from typing import Any
 from urllib.parse import urljoin
 
+from crawler.site import Board, Site
+
 from .common import (
     BoardPage,
     NotABoardPage,
@@ -26,6 +28,7 @@ from .common import (
 )
 
 _VERIFY_TITLE = "猫眼验证中心"
+_VERIFY_HOST = "verify.maoyan.com"
 _FILM_ID = re.compile(r"/films/(\d+)")
 _FULL_DATE = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
 # "2000-05-12(法国戛纳)", "1992", "2019-03", full-width parentheses tolerated.
@@ -43,7 +46,7 @@ def parse_board(html: str, url: str) -> BoardPage:
     """Parse one Maoyan board page; raise NotABoardPage for anything that is not one."""
     with parse_parts(html, ("dl", "board-wrapper"), ("p", "update-time"), ("ul", "list-pager")) as tags:
         title = page_title(tags.root)
-        if (title and _VERIFY_TITLE in title) or "verify.maoyan.com" in url:
+        if (title and _VERIFY_TITLE in title) or _VERIFY_HOST in url:
             raise NotABoardPage(f"Maoyan verification page ({_VERIFY_TITLE})", blocked=True)
         entries = [dd for dd in tags.all("dd") if is_tag(dd.parent, "dl", "board-wrapper")]
         if not entries:
@@ -142,3 +145,35 @@ def _number(p: Any, field: str, unit_field: str | None, as_int: bool, hidden: li
     else:
         value = to_int(number) if as_int else to_float(number)
     return {field: value, unit_field: unit} if unit_field else {field: value}
+
+
+_BOX_OFFICE = ("realtime_box_office", "realtime_box_office_unit", "total_box_office", "total_box_office_unit")
+
+
+def _board(name: str, label: str, board_id: int, pages: int = 1, follow_pager: bool = False,
+           shows: tuple[str, ...] = ("release_date", "release_region")) -> Board:
+    if pages == 1 and not follow_pager:
+        return Board(name, label, (f"/board/{board_id}",), shows=shows)
+    return Board(name, label, tuple(f"/board/{board_id}?offset={n * 10}" for n in range(pages)), follow_pager,
+                 shows)
+
+
+SITE = Site(
+    name="maoyan",
+    base_url="https://www.maoyan.com",
+    boards={board.name: board for board in (
+        _board("top100", "TOP100榜", 4, pages=10),
+        _board("hot", "热映口碑榜", 7),
+        _board("most-wanted", "最受期待榜", 6, follow_pager=True, shows=("month_wish", "total_wish")),
+        _board("cn-box-office", "国内票房榜", 1, shows=_BOX_OFFICE),
+        _board("na-box-office", "北美票房榜", 2, shows=_BOX_OFFICE),
+    )},
+    parse=parse_board,
+    # The boards that show something else than a score.
+    columns={"month_wish": int, "total_wish": int,
+             "realtime_box_office": float, "realtime_box_office_unit": str,
+             "total_box_office": float, "total_box_office_unit": str},
+    block_hosts=(_VERIFY_HOST,),
+    block_titles=(_VERIFY_TITLE,),
+    headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"},
+)

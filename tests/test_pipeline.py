@@ -1,6 +1,8 @@
 """Decoding and classification of downloaded pages (in-process: no pool needed)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from crawler.fetch import FetchResult, FetchTask
@@ -44,24 +46,24 @@ def _result(status=200, body=b"", headers=None):
 
 def test_a_verification_page_is_blocked_not_zero_records():
     page = "<html><head><title>猫眼验证中心</title></head><body><div>请完成验证</div></body></html>"
-    outcome = process(TASK, _result(body=page.encode()), maoyan.parse_board)
+    outcome = process(TASK, _result(body=page.encode()), maoyan.SITE)
     assert outcome.outcome == "blocked" and outcome.records == []
     assert "猫眼验证中心" in outcome.error and outcome.html == page
 
 
 def test_redirect_to_the_verify_host_is_blocked():
-    outcome = process(TASK, _result(302, headers={"location": "https://verify.maoyan.com/x"}), maoyan.parse_board)
+    outcome = process(TASK, _result(302, headers={"location": "https://verify.maoyan.com/x"}), maoyan.SITE)
     assert outcome.outcome == "blocked"
 
 
 @pytest.mark.parametrize("status, retryable", [(503, True), (429, True), (500, True), (404, False), (410, False)])
 def test_status_errors(status, retryable):
-    outcome = process(TASK, _result(status, b"x"), maoyan.parse_board)
+    outcome = process(TASK, _result(status, b"x"), maoyan.SITE)
     assert outcome.outcome == "error" and outcome.retryable is retryable and outcome.error == f"HTTP {status}"
 
 
 def test_douban_refusal_is_blocked():
-    outcome = process(TASK, _result(418, b"<html>no</html>"), maoyan.parse_board)
+    outcome = process(TASK, _result(418, b"<html>no</html>"), maoyan.SITE)
     assert outcome.outcome == "blocked"
 
 
@@ -69,19 +71,19 @@ def test_a_parser_that_raises_costs_the_page_not_the_crawl():
     def broken(html, url):
         raise KeyError("board-index")
 
-    outcome = process(TASK, _result(body=TEXT.encode()), broken)
+    outcome = process(TASK, _result(body=TEXT.encode()), replace(maoyan.SITE, parse=broken))
     assert outcome.outcome == "error" and "parser failed: KeyError" in outcome.error
 
 
 def test_a_parser_that_returns_rubbish_is_an_error():
-    outcome = process(TASK, _result(body=TEXT.encode()), lambda html, url: ["not", "a", "page"])
+    outcome = process(TASK, _result(body=TEXT.encode()), replace(maoyan.SITE, parse=lambda html, url: ["not", "a", "page"]))
     assert outcome.outcome == "error" and "instead of a BoardPage" in outcome.error
 
 
 def test_an_oversized_page_is_not_parsed():
     result = _result(body=b"x" * 100)
     result.truncated = True
-    outcome = process(TASK, result, maoyan.parse_board)
+    outcome = process(TASK, result, maoyan.SITE)
     assert outcome.outcome == "error" and "larger than max_page_bytes" in outcome.error
 
 
@@ -89,8 +91,8 @@ def test_a_board_page_cut_short_is_retried_not_stored_short():
     from tests.conftest import fixture_pages
 
     body = fixture_pages("maoyan")["/board/7"][2]
-    whole = process(TASK, _result(body=body), maoyan.parse_board)
+    whole = process(TASK, _result(body=body), maoyan.SITE)
     assert whole.outcome == "ok" and len(whole.records) == 10
-    cut = process(TASK, _result(body=body[: len(body) // 2]), maoyan.parse_board)
+    cut = process(TASK, _result(body=body[: len(body) // 2]), maoyan.SITE)
     assert cut.outcome == "error" and cut.retryable and cut.records == []
     assert cut.error == "page cut short (no closing </html>)"
