@@ -194,7 +194,7 @@ def test_a_terminal_gets_a_progress_bar(tmp_path):
                 break
             seen += chunk
     finally:
-        assert process.wait(timeout=60) == 0
+        assert process.wait(timeout=120) == 0
         os.close(leader)
     text = seen.decode("utf-8", "replace")
     assert "26/26" in text and "page/s" in text and "records=" in text

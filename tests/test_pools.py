@@ -257,7 +257,7 @@ def test_dask_address_uses_that_cluster_and_leaves_it_running(server):
         finally:
             pool.terminate()
         with distributed.Client(cluster, set_as_default=False) as client:
-            assert client.submit(len, "still up").result(timeout=10) == 8
+            assert client.submit(len, "still up").result(timeout=60) == 8
 
 
 @pytest.mark.parametrize("address, why", [
