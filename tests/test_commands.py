@@ -259,10 +259,6 @@ def test_datasette_shows_labels_and_facets(db):
     assert run["value"] in (1, 2) and run["label"].startswith("20")  # labelled with its start time
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "crawler bug: store.open_readonly says a crawler database in a folder that cannot be written 'is not a "
-    "crawler database' (_is_crawler_database takes SQLite's 'unable to open database file', raised because a "
-    "WAL database's -shm file cannot be made there, for a file that is not a database)"))
 @pytest.mark.parametrize("command", [["runs"], ["top", "hot"]])
 def test_a_database_in_a_read_only_folder_is_read_or_refused_for_what_it_is(db, tmp_path, read_only, command):
     """A crawler database whose folder cannot be written (published on read-only media, say):

@@ -122,10 +122,7 @@ def test_a_database_that_cannot_be_written_is_one_line_and_exit_2(tmp_path):
 
 @pytest.mark.parametrize("case", [
     "new",
-    pytest.param("existing", marks=pytest.mark.xfail(strict=True, reason=(
-        "crawler bug: store.open_db calls a crawler database whose folder cannot be written 'not a crawler "
-        "database' (_is_crawler_database takes SQLite's 'unable to open database file', raised because the "
-        "WAL files cannot be made there, for a file that is not a database)"))),
+    "existing",
 ])
 def test_a_database_in_a_read_only_folder_is_one_line_and_exit_2(tmp_path, server, read_only, case):
     """The database's folder cannot be written (for root too): a new database cannot be made
