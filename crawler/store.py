@@ -70,6 +70,8 @@ def database_error(path: str | Path, exc: sqlite3.Error) -> StoreError:
     if "locked" in str(exc) or "busy" in str(exc):
         return StoreError(f"database {path} is locked by another program; close it (or let the other "
                           f"crawl finish) and run again")
+    if "unable to open" in str(exc) or "readonly" in str(exc):
+        return StoreError(f"cannot use database {path}: {exc} (can its folder {Path(path).parent} be written?)")
     return StoreError(f"cannot use database {path}: {exc}")
 
 
@@ -107,25 +109,40 @@ def open_readonly(path: str | Path) -> sqlite_utils.Database:
     if not path.is_file():
         raise StoreError(f"no database at {path}: crawl first (python -m crawler crawl.toml) or pass --db PATH")
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-        db = sqlite_utils.Database(conn)
-        crawler_db = _is_crawler_database(db)
+        db = _reader(path, immutable=False)
+        try:
+            crawler_db = _is_crawler_database(db)
+        except sqlite3.OperationalError:
+            # A WAL database in a folder that cannot be written: SQLite cannot make the -shm file
+            # it reads through. Nothing can be writing there either, so read it as it stands.
+            db.conn.close()
+            db = _reader(path, immutable=True)
+            crawler_db = _is_crawler_database(db)
     except sqlite3.Error as exc:
-        if "not a database" not in str(exc):
-            raise database_error(path, exc) from None
-        crawler_db = False
+        raise database_error(path, exc) from None
     if not crawler_db:
-        conn.close()
+        db.conn.close()
         raise StoreError(f"{path} is not a crawler database")
     return db
 
 
+def _reader(path: Path, immutable: bool) -> sqlite_utils.Database:
+    uri = f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
+    return sqlite_utils.Database(sqlite3.connect(uri, uri=True, timeout=5))
+
+
 def _is_crawler_database(db: sqlite_utils.Database) -> bool:
-    """Whether the file holds the crawler's tables; an empty file holds none."""
+    """Whether the file holds the crawler's tables; an empty file holds none.
+
+    Only SQLite's "not a database" means no; any other error (the file cannot be opened,
+    it is locked) is raised for what it is.
+    """
     try:
         names = {name for (name,) in db.execute("select name from sqlite_master where type = 'table'")}
-    except sqlite3.DatabaseError:
-        return False
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc):
+            return False
+        raise
     return {"runs", "records", "pages"} <= names
 
 

@@ -2,20 +2,19 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
-from crawler import scheduler, store
+from crawler import engine, scheduler, store
 from crawler.config import load_config
 from crawler.progress import Progress
 from crawler.sites import SITES, Board
-from tests.conftest import REPO, config, fixture_pages, rows, run_cli, send, write_config
+from tests.conftest import (HOLD_BOUND, REPO, board_pages, config, console_script, fixture_pages, rows, run_cli,
+                            send, stored_pages, wait_for, write_config)
 
 EXPECTED_ROWS = {("maoyan", "top100"): 100, ("maoyan", "hot"): 10, ("maoyan", "most-wanted"): 30,
                  ("maoyan", "cn-box-office"): 10, ("maoyan", "na-box-office"): 10, ("douban", "top250"): 250}
@@ -121,10 +120,44 @@ def test_a_database_that_cannot_be_written_is_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
 
 
-@pytest.mark.skipif(shutil.which("crawler") is None, reason="the console script is not installed")
+@pytest.mark.parametrize("case", [
+    "new",
+    "existing",
+])
+def test_a_database_in_a_read_only_folder_is_one_line_and_exit_2(tmp_path, server, read_only, case):
+    """The database's folder cannot be written (for root too): a new database cannot be made
+    there, and an existing one (in WAL mode) cannot be opened to write. One line naming the
+    database, exit 2, no traceback, nothing fetched, nothing in the folder changed."""
+    server.serve_fixtures("maoyan")
+    cfg = config(tmp_path, server, maoyan=("hot",))
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    db = folder / "m.db"
+    if case == "existing":
+        assert run_cli(str(cfg), "--db", str(db)).returncode == 0
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    asked = len(server.requests)
+    read_only(folder)
+    result = run_cli(str(cfg), "--db", str(db))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("crawler: error: ") and str(db) in result.stderr
+    assert "not a crawler database" not in result.stderr, result.stderr
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+    assert len(server.requests) == asked
+
+
 def test_console_script_does_the_same_as_python_m(tmp_path):
-    result = subprocess.run(["crawler", "--help"], capture_output=True, text=True, timeout=30)
+    """The script next to this interpreter (PATH may not have the virtualenv's bin folder)."""
+    script = console_script("crawler", "crawler")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "usage: crawler" in result.stdout and "--offline" in result.stdout
+    assert result.stdout == run_cli("--help").stdout
+    db = tmp_path / "movies.db"
+    crawl = subprocess.run([str(script), "crawl.toml", "--offline", "--db", str(db), "-q"], cwd=REPO,
+                           capture_output=True, text=True, timeout=120)
+    assert crawl.returncode == 0, crawl.stderr
+    assert board_counts(db, 1) == EXPECTED_ROWS
 
 
 @pytest.mark.parametrize("pool", ["thread", "dask"])
@@ -200,12 +233,31 @@ def test_a_proxy_from_the_environment_is_used(tmp_path, server):
     assert rows(tmp_path / "m.db", "select count(*) n from records")[0]["n"] == 10
 
 
-class SlowMainThread(Progress):
-    """A main thread that takes its time over each page, so that outcomes pile up behind it."""
+def without_robots(tmp_path):
+    """crawl.toml with robots.txt not asked for: the crawl's first outcomes are pages (a site's
+    pages wait for its robots.txt, which would hold them back while the main thread is held)."""
+    text = (REPO / "crawl.toml").read_text(encoding="utf-8")
+    assert text.count("obey_robots = true") == 2
+    return load_config(write_config(tmp_path / "crawl.toml", text.replace("obey_robots = true", "obey_robots = false")))
 
-    def page(self, task, outcome, final):
-        time.sleep(0.02)
-        super().page(task, outcome, final)
+
+def hold_main_thread(monkeypatch, queued: int) -> None:
+    """Hold the crawl's main thread at its first outcome until `queued` more wait behind it.
+
+    Outcomes then pile up because the main thread is held, not because it happens to be
+    slower than the workers: the crawl submits several tasks per worker up front, and their
+    outcomes queue while it is held.
+    """
+    class Held(engine.Engine):
+        held = False
+
+        def _take(self, first):
+            if not self.held:
+                self.held = True
+                wait_for(lambda: self.outcomes.qsize() >= queued, what=f"{queued} outcomes queued behind the first")
+            super()._take(first)
+
+    monkeypatch.setattr(scheduler, "Engine", Held)
 
 
 def pages_per_commit(monkeypatch, rolled_back: list[int] | None = None) -> list[int]:
@@ -232,30 +284,51 @@ def pages_per_commit(monkeypatch, rolled_back: list[int] | None = None) -> list[
 
 
 def test_pages_that_arrive_together_share_a_commit_up_to_the_bound(tmp_path, monkeypatch):
+    """Five outcomes wait behind the first (two workers, three tasks each submitted up front):
+    the first commit takes four, the bound, and not the fifth."""
     groups = pages_per_commit(monkeypatch)
-    monkeypatch.setattr(scheduler, "PAGES_PER_COMMIT", 4)
+    monkeypatch.setattr(engine, "PAGES_PER_COMMIT", 4)
+    hold_main_thread(monkeypatch, queued=4)
     db = tmp_path / "m.db"
-    result = scheduler.crawl(load_config(REPO / "crawl.toml"), str(db), offline=True, workers=2,
-                             progress=SlowMainThread(quiet=True))
+    result = scheduler.crawl(without_robots(tmp_path), str(db), offline=True, workers=2,
+                             progress=Progress(quiet=True))
     assert result.status == "ok" and sum(groups) == PAGES
-    assert max(groups) == 4  # pages waited, and no more than the bound went into one commit
+    assert groups[0] == max(groups) == 4  # pages waited, and no more than the bound went into one commit
     assert board_counts(db, 1) == EXPECTED_ROWS
 
 
 def test_a_page_that_arrives_alone_is_committed_alone(tmp_path, server, monkeypatch):
+    """Each page is answered only once the one before it is committed: a crawl that waited to
+    gather pages into a commit would never get the next one (and the wait would fail)."""
     groups = pages_per_commit(monkeypatch)
-    pages = fixture_pages("maoyan")
+    db = tmp_path / "m.db"
+    lock = threading.Lock()
+    arrived, late = [0], []
 
-    def slowly(path):
+    def after_the_previous_is_stored(page):
         def answer(handler):
-            time.sleep(0.1)
-            send(handler, *pages[path][::2])
+            with lock:
+                arrived[0] += 1
+                before = arrived[0] - 1
+            if not wait_for_quietly(lambda: stored_pages(db) >= before):
+                late.append(handler.path)
+            send(handler, page[0], page[2], page[1])
         return answer
 
-    for path in pages:
-        server.routes[path] = slowly(path)
-    result = scheduler.crawl(load_config(config(tmp_path, server, workers=1)), str(tmp_path / "m.db"))
-    assert result.status == "ok" and groups == [1] * 10
+    server.serve_fixtures("maoyan")  # its robots.txt
+    for path, page in board_pages("maoyan").items():
+        server.routes[path] = after_the_previous_is_stored(page)
+    result = scheduler.crawl(load_config(config(tmp_path, server, workers=1)), str(db))
+    assert result.status == "ok" and groups == [1] * 10 and late == []
+
+
+def wait_for_quietly(predicate, timeout: float = HOLD_BOUND) -> bool:
+    """wait_for for a server thread: True once predicate() holds, False at the bound (never raises)."""
+    try:
+        wait_for(predicate, timeout=timeout)
+        return True
+    except AssertionError:
+        return False
 
 
 def test_a_failed_write_keeps_the_pages_handled_before_it(tmp_path, monkeypatch):
@@ -268,16 +341,15 @@ def test_a_failed_write_keeps_the_pages_handled_before_it(tmp_path, monkeypatch)
         "and (select count(*) from pages where outcome = 'ok') >= 5 begin select raise(abort, 'disk I/O error'); end")
     handled: list[str] = []
 
-    class SlowAfterTheFirst(Progress):
+    class Handled(Progress):
         def page(self, task, outcome, final):
             handled.append(task.url)
-            if len(handled) == 1:
-                time.sleep(2)  # the other pages are fetched and parsed meanwhile
             super().page(task, outcome, final)
 
+    hold_main_thread(monkeypatch, queued=5)  # the first six pages are then stored together
     with pytest.raises(store.StoreError, match="disk I/O error"):
-        scheduler.crawl(load_config(REPO / "crawl.toml"), str(db), offline=True, workers=2,
-                        progress=SlowAfterTheFirst(quiet=True))
-    assert rolled_back and rolled_back[0] > 1  # the refused page was being stored with others
+        scheduler.crawl(without_robots(tmp_path), str(db), offline=True, workers=2,
+                        progress=Handled(quiet=True))
+    assert rolled_back and rolled_back[0] >= 6  # the refused page was being stored with the five before it
     assert {r["url"] for r in rows(db, "select url from pages where outcome = 'ok'")} == set(handled[:5])
     assert rows(db, "select count(distinct page_url) n from records")[0]["n"] == 5

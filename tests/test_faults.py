@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 import re
 import signal
 import socket
@@ -523,8 +524,7 @@ def test_a_parser_failing_on_one_page_costs_that_page_only(tmp_path, server, mon
             return {"not": "a board page"}
         return real(html, url)
 
-    monkeypatch.setitem(sites.SITES, "maoyan", sites.Site("maoyan", server.url, fragile,
-                                                          sites.SITES["maoyan"].boards))
+    monkeypatch.setitem(sites.SITES, "maoyan", replace(sites.SITES["maoyan"], parse=fragile))
     result = crawl(load_config(config(tmp_path, server)), db_path=str(tmp_path / "m.db"), workers=2)
     assert result.status == "partial" and result.pages_ok == 9 and result.records == 90
     [(url, error)] = result.failures
