@@ -154,13 +154,15 @@ def run_crawl(argv: list[str]) -> int:
         print(f"crawler: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Interrupted as stop:
+        if stop.reason:
+            print(f"crawler: error: {stop.reason}", file=sys.stderr)
         if stop.at_once:
             print("crawler: stopped at once; the pages that were still downloading were abandoned",
                   file=sys.stderr)
         print(summary(stop.result, db_path), file=sys.stderr)
         print(f"resume with: python -m crawler {args.config}{' --db ' + args.db if args.db else ''} "
               f"--resume {stop.result.run_id}", file=sys.stderr)
-        return 128 + stop.signum
+        return 128 + stop.signum if stop.signum else EXIT_INCOMPLETE
     except KeyboardInterrupt:  # before the crawl could set up its own handling: nothing started
         print("crawler: stopped", file=sys.stderr)
         return EXIT_SIGINT

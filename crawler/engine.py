@@ -78,6 +78,7 @@ class Engine:
                 self._take(first)
             with self.timings.measure("reap"):
                 self._reap()
+            self.supervisor.check()
 
     def _take(self, first: tuple[FetchTask, PageOutcome]) -> None:
         """Handle `first` and the outcomes already waiting behind it, their pages in one commit.

@@ -29,6 +29,7 @@ from .engine import Engine, NoTimings, Timings
 from .fetch import SiteHTTP, SiteStops, WorkerSettings
 from .frontier import QUEUE_CHUNK, Frontier
 from .offline import FIXTURES, FixtureError, check_fixtures
+from .pools import PoolUnavailable
 from .progress import Progress
 from .record import Recorder
 from .runwriter import RunWriter
@@ -76,16 +77,18 @@ def worker_settings(config: Config, fixtures: str | None) -> WorkerSettings:
 
 
 class Interrupted(Exception):
-    """The crawl was stopped by a signal; what was parsed before it is stored.
+    """The crawl was stopped before its end; what was parsed before it is stored, and it can be resumed.
 
+    signum: the signal that stopped it (0 when the pool was lost: `reason` says how).
     at_once: a second signal came, and the pages still downloading were abandoned.
     """
 
-    def __init__(self, result: CrawlResult, signum: int, at_once: bool = False) -> None:
-        super().__init__(f"stopped by signal {signum}")
+    def __init__(self, result: CrawlResult, signum: int, at_once: bool = False, reason: str | None = None) -> None:
+        super().__init__(reason or f"stopped by signal {signum}")
         self.result = result
         self.signum = signum
         self.at_once = at_once
+        self.reason = reason
 
 
 def crawl(config: Config, db_path: str | None = None, offline: bool = False, workers: int | None = None,
@@ -149,12 +152,15 @@ def _crawl(config: Config, db: sqlite_utils.Database, db_path: str, fixtures: st
                          timings)
     decisions = engine.decisions
     error: Exception | None = None
+    lost: PoolUnavailable | None = None
     with _stop_on_signals(engine):
         try:
             decisions.plan(done, writer.owed())
             engine.run()
         except KeyboardInterrupt:
             pass  # a second signal: the downloads under way are abandoned
+        except PoolUnavailable as exc:  # the cluster went away: what was stored is kept, to resume
+            lost = exc
         except Exception as exc:  # the database or the disk failed us: the run must say so
             error = exc
         finally:
@@ -164,7 +170,7 @@ def _crawl(config: Config, db: sqlite_utils.Database, db_path: str, fixtures: st
                 except KeyboardInterrupt:  # the second signal came while the pool was stopping
                     supervisor.close()
             progress.close()
-    return _finish(writer, engine, error, time.monotonic() - started)
+    return _finish(writer, engine, error, lost, time.monotonic() - started)
 
 
 def make_engine(config: Config, writer: RunWriter, supervisor: PoolSupervisor, progress: Progress, workers: int,
@@ -185,7 +191,8 @@ def make_engine(config: Config, writer: RunWriter, supervisor: PoolSupervisor, p
     return Engine(decisions, decisions.frontier, supervisor, max_submitted, timings)
 
 
-def _finish(writer: RunWriter, engine: Engine, error: Exception | None, elapsed: float) -> CrawlResult:
+def _finish(writer: RunWriter, engine: Engine, error: Exception | None, lost: PoolUnavailable | None,
+            elapsed: float) -> CrawlResult:
     """Mark the run with what became of it, from what was actually stored."""
     if error is not None:
         try:
@@ -193,6 +200,9 @@ def _finish(writer: RunWriter, engine: Engine, error: Exception | None, elapsed:
         except sqlite3.Error:
             pass  # the database itself is the error; --resume can still take the run up
         raise error
+    if lost is not None:
+        stats = writer.finish("interrupted", str(lost), elapsed)
+        raise Interrupted(_result(writer.run_id, "interrupted", elapsed, engine.decisions, stats), 0, reason=str(lost))
     if engine.stop_signal is not None:
         message = (f"stopped at once by a second signal ({engine.stop_signal} first)" if engine.at_once
                    else f"stopped by signal {engine.stop_signal}")

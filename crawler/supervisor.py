@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .fetch import FetchTask, fetch
+from .pools import PoolUnavailable
 
 # Time a task may take beyond the page deadline before it is presumed lost with its worker.
 LOST_TASK_GRACE = 5.0
@@ -83,6 +84,13 @@ class PoolSupervisor:
         shutdown_pool(old)
         handed_back, self.in_flight = list(self.in_flight.values()), {}
         return lost, handed_back
+
+    def check(self) -> None:
+        """Raise PoolUnavailable if the pool can no longer run tasks (a cluster's scheduler is gone)."""
+        broken = getattr(self.pool, "broken", None)
+        reason = broken() if broken else None
+        if reason:
+            raise PoolUnavailable(reason)
 
     def stop_site(self, site: str, why: int) -> None:
         self.pool.stop_site(site, why)
