@@ -32,6 +32,8 @@ class SiteConfig:
     headers: dict[str, str] = field(default_factory=dict)
     cookies: dict[str, str] = field(default_factory=dict)
     obey_robots: bool = True
+    # Hosts its web fonts may come from; None: those the site declares.
+    font_hosts: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ _CRAWL_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "max_page_bytes": (int, 5_000_000),
     "user_agent": (str, DEFAULT_USER_AGENT),
 }
-_SITE_KEYS = {"base_url": str, "boards": list, "headers": dict, "cookies": dict, "obey_robots": bool}
+_SITE_KEYS = {"base_url": str, "boards": list, "headers": dict, "cookies": dict, "obey_robots": bool,
+              "font_hosts": list}
 
 
 def _type_name(kind: type | tuple[type, ...]) -> str:
@@ -95,6 +98,12 @@ def _string_table(where: str, table: dict) -> dict[str, str]:
     for key, value in table.items():
         _check_type(f"{where}.{key}", value, str)
     return dict(table)
+
+
+def _string_list(where: str, items: list) -> list[str]:
+    for item in items:
+        _check_type(f"{where} entry", item, str)
+    return items
 
 
 def _site(name: str, raw: Any) -> SiteConfig:
@@ -124,6 +133,7 @@ def _site(name: str, raw: Any) -> SiteConfig:
         headers=_string_table(f"{where}.headers", raw.get("headers", {})),
         cookies=_string_table(f"{where}.cookies", raw.get("cookies", {})),
         obey_robots=raw.get("obey_robots", True),
+        font_hosts=tuple(_string_list(f"{where}.font_hosts", raw["font_hosts"])) if "font_hosts" in raw else None,
     )
 
 

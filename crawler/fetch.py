@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import re
 import multiprocessing
 import os
 import signal
@@ -28,6 +29,13 @@ KEPT_HEADERS = ("content-type", "content-encoding", "retry-after", "location", "
 MAX_REDIRECTS = 5
 CHUNK = 64 * 1024
 PAGE_COMPRESSION = 6  # zlib level of the pages kept in the database
+# The web font a page draws some of its digits with is fetched with the page: this big at most,
+# in this many tries.
+MAX_FONT_BYTES = 1_000_000
+FONT_TRIES = 2
+_FONT_URL = re.compile(rb"""url\(\s*["']?([^"')\s]+?\.woff2?)(?:[?#][^"')]*)?["']?\s*\)""", re.I)
+# Private-use code points (U+E000-U+F8FF), as entities or as UTF-8: what such a font draws.
+_PRIVATE_USE = re.compile(rb"&#x[ef][0-9a-f]{3};|\xee[\x80-\xbf][\x80-\xbf]|\xef[\x80-\xa3][\x80-\xbf]", re.I)
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,8 @@ class SiteHTTP:
     base_url: str
     headers: dict[str, str] = field(default_factory=dict)
     cookies: dict[str, str] = field(default_factory=dict)
+    # Hosts its pages' web fonts may be fetched from (none: fonts are not fetched).
+    font_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,10 @@ class FetchResult:
     elapsed: float
     # True when the body was cut at max_page_bytes.
     truncated: bool = False
+    # The web font the page draws some digits with: its bytes, its URL, or why it is missing.
+    font: bytes | None = None
+    font_url: str | None = None
+    font_error: str | None = None
     # A page's body zlib-compressed as the database keeps it, made here where there is CPU
     # to spare rather than in the main process, which handles every page.
     compressed: bytes = b""
@@ -215,8 +229,50 @@ def fetch(task: FetchTask) -> FetchResult:
                     url = target
                     continue
                 body, truncated = _read(url, response, deadline, settings.max_page_bytes)
-                return _result(task.url, url, response, body, started, truncated)
+                result = _result(task.url, url, response, body, started, truncated)
+            if site.font_hosts and result.status == 200 and not truncated:
+                result.font, result.font_url, result.font_error = _fetch_font(
+                    site, url, body, deadline, settings.request_timeout, _from_environment.get(task.site, {}))
+            return result
     raise FetchError(task.url, f"more than {MAX_REDIRECTS} redirects", retryable=False)
+
+
+def font_url(body: bytes, page_url: str) -> str | None:
+    """The web font a page draws private-use characters with, if it has one (.woff before .woff2)."""
+    if b"@font-face" not in body or not _PRIVATE_USE.search(body):
+        return None
+    urls = [match.group(1).decode("ascii", "replace") for match in _FONT_URL.finditer(body)]
+    if not urls:
+        return None
+    return urljoin(page_url, next((u for u in urls if u.lower().endswith(".woff")), urls[0]))
+
+
+def _fetch_font(site: SiteHTTP, page_url: str, body: bytes, deadline: float, timeout: float,
+                environment: dict) -> tuple[bytes | None, str | None, str | None]:
+    """(font, its URL, why it is missing): the page's web font, from an allowed host, within the deadline."""
+    url = font_url(body, page_url)
+    if url is None:
+        return None, None, None
+    host = urlsplit(url).hostname or ""
+    if not any(host == allowed or host.endswith("." + allowed) for allowed in site.font_hosts):
+        return None, url, f"its host {host} is not among the site's font_hosts"
+    why = "no try"
+    for _ in range(FONT_TRIES):
+        try:
+            response = _get(url, site.headers, deadline, timeout, environment)
+            with response, _watchdog.watch(response, deadline):
+                if response.status_code != 200:
+                    why = f"HTTP {response.status_code}"
+                    continue
+                font, truncated = _read(url, response, deadline, MAX_FONT_BYTES)
+                if truncated:
+                    return None, url, f"larger than {MAX_FONT_BYTES} bytes"
+                return font, url, None
+        except FetchError as exc:
+            why = exc.reason
+            if not exc.retryable:
+                break
+    return None, url, f"not downloaded ({why})"
 
 
 def _conditions(task: FetchTask) -> dict[str, str]:

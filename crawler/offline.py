@@ -62,7 +62,10 @@ class FixtureAdapter(HTTPAdapter):
         self.pages: dict[str, dict] = {}
         for site, base_url in base_urls.items():
             for path, entry in manifest.get(site, {}).items():
-                self.pages[base_url.rstrip("/") + path] = entry
+                if path.startswith("//"):  # on another host (a page's web font): //HOST/PATH
+                    self.pages["https:" + path] = self.pages["http:" + path] = entry
+                else:
+                    self.pages[base_url.rstrip("/") + path] = entry
 
     def send(self, request: requests.PreparedRequest, **kwargs) -> requests.Response:
         parts = urlsplit(request.url)

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from parsers.common import BoardPage, NotABoardPage
 
+from . import fonts
 from .fetch import FetchError, FetchResult, FetchTask
 from .site import CORE_FIELDS, Site
 
@@ -118,6 +119,7 @@ def _classify(outcome: PageOutcome, result: FetchResult, site: Site) -> None:
     if html is None:
         outcome.error = problem
         return
+    html, unread = _read_font(html, result)
     # A page cut short still parses, into fewer records than the board has.
     complete = bool(_ENDS.search(html[-4096:]))
     try:
@@ -145,6 +147,19 @@ def _classify(outcome: PageOutcome, result: FetchResult, site: Site) -> None:
         record.setdefault("updated", page.updated)
     outcome.outcome, outcome.records = "ok", page.records
     outcome.updated, outcome.page_urls = page.updated, page.page_urls
+    outcome.error = unread  # an ok page whose font-drawn numbers stay NULL says why
+
+
+def _read_font(html: str, result: FetchResult) -> tuple[str, str | None]:
+    """The page with its font-drawn digits written as digits, and why they were not, if they were not."""
+    if result.font is not None:
+        digits, why = fonts.digits_for(result.font)
+        if digits:
+            return fonts.reveal(html, digits), None
+        return html, f"font-drawn numbers not read: the font {result.font_url} was not decoded ({why})"
+    if result.font_error:
+        return html, f"font-drawn numbers not read: the font {result.font_url} {result.font_error}"
+    return html, None
 
 
 def decode(body: bytes, content_type: str | None) -> tuple[str | None, str | None]:

@@ -5,6 +5,7 @@ import json
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .offline import FixtureError, load_manifest
 
@@ -28,9 +29,15 @@ class Recorder:
             raise FixtureError(f"cannot write to {folder}: {exc.strerror or exc}") from None
 
     def save(self, site: str, url: str, body: bytes, content_type: str | None) -> None:
-        key = url[len(self.base_urls[site]):] or "/"
+        """Keep one response; a URL on another host (a page's font) is keyed //HOST/PATH."""
+        base = self.base_urls[site]
+        if url.startswith(base):
+            key = url[len(base):] or "/"
+        else:
+            parts = urlsplit(url)
+            key = f"//{parts.netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
         name = re.sub(r"[^A-Za-z0-9]+", "_", key).strip("_") or "index"
-        relative = f"{site}/{name}.html"
+        relative = f"{site}/{name}{'.woff' if key.endswith('.woff') else '.html'}"
         (self.folder / site).mkdir(exist_ok=True)
         (self.folder / relative).write_bytes(body)
         self.manifest.setdefault(site, {})[key] = {

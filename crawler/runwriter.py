@@ -73,7 +73,8 @@ class RunWriter:
         result, html = outcome.result, None
         if result is not None and result.status == 200 and result.body:
             html = {"compressed": result.compressed, "content_type": result.headers.get("content-type"),
-                    "etag": result.headers.get("etag"), "last_modified": result.headers.get("last-modified")}
+                    "etag": result.headers.get("etag"), "last_modified": result.headers.get("last-modified"),
+                    "font": result.font, "font_url": result.font_url}
             self.record(task, outcome)
         write = (page_row(task, outcome, final), outcome.records, html)
         if self._group is not None:
@@ -82,9 +83,12 @@ class RunWriter:
             store.save_pages(self.db, self.run_id, [write])
 
     def record(self, task: FetchTask, outcome: PageOutcome) -> None:
-        """Keep a response in the --record folder (pages, and robots.txt), if there is one."""
-        if self.recorder is not None and outcome.result is not None and outcome.result.status == 200:
-            self.recorder.save(task.site, task.url, outcome.result.body, outcome.headers.get("content-type"))
+        """Keep a response in the --record folder (pages with their fonts, robots.txt), if there is one."""
+        result = outcome.result
+        if self.recorder is not None and result is not None and result.status == 200:
+            self.recorder.save(task.site, task.url, result.body, outcome.headers.get("content-type"))
+            if result.font is not None and result.font_url:
+                self.recorder.save(task.site, result.font_url, result.font, "font/woff")
 
     def reuse(self, task: FetchTask, outcome: PageOutcome, from_run: int) -> list[str]:
         """A page the site says is unchanged: its stored copy's records join this run. Returns the

@@ -52,6 +52,9 @@ class Site:
     block_titles: tuple[str, ...] = ()
     # Sent with every request to the site unless the config says otherwise.
     headers: dict[str, str] = field(default_factory=dict)
+    # Hosts (and their subdomains) a page's web font may come from: a page that draws digits
+    # with a font from there has it fetched with the page, and its digits read by shape.
+    font_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():

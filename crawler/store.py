@@ -16,6 +16,7 @@ import sqlite_utils
 
 from .errors import CrawlerError
 from .fetch import FetchResult
+from .fonts import font_hash
 from .site import CORE_FIELDS, CORE_MOVIE_FIELDS
 from .sites import SITES
 
@@ -43,7 +44,11 @@ PAGE_COLUMNS: dict[str, type] = {
 PAGE_HTML_COLUMNS: dict[str, type] = {
     "run_id": int, "url": str, "fetched": str, "content_type": str, "etag": str,
     "last_modified": str, "html": bytes,  # zlib-compressed bytes as received
+    "font_hash": str,  # the web font the page drew digits with (its row in fonts), if any
 }
+# Each web font once, by the SHA-1 of its bytes: a page's digits can be read again from it
+# (reparse), by today's decoder or a better one.
+FONT_COLUMNS: dict[str, type] = {"hash": str, "url": str, "font": bytes, "fetched": str}
 
 
 def _replace_sql(table: str, columns: Iterable[str]) -> str:
@@ -59,6 +64,7 @@ _REPLACE_RECORD = _replace_sql("records", RECORD_COLUMNS)
 _REPLACE_MOVIE = _replace_sql("movies", MOVIE_COLUMNS)
 _REPLACE_PAGE = _replace_sql("pages", PAGE_COLUMNS)
 _REPLACE_PAGE_HTML = _replace_sql("page_html", PAGE_HTML_COLUMNS)
+_KEEP_FONT = "insert or ignore into fonts (hash, url, font, fetched) values (?, ?, ?, ?)"
 
 
 class StoreError(CrawlerError):
@@ -173,6 +179,7 @@ TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...], bool]] = {
     "pages": (PAGE_COLUMNS, ("run_id", "url"), True),
     "movies": (MOVIE_COLUMNS, ("site", "movie_id"), False),
     "page_html": (PAGE_HTML_COLUMNS, ("run_id", "url"), True),
+    "fonts": (FONT_COLUMNS, "hash", False),
 }
 
 
@@ -232,9 +239,13 @@ def save_pages(db: sqlite_utils.Database, run_id: int, pages: list[PageWrite]) -
     with db.atomic():
         for page, records, html in pages:
             if html is not None:
+                kept_font = None
+                if html.get("font") is not None:
+                    kept_font = font_hash(html["font"])
+                    db.conn.execute(_KEEP_FONT, (kept_font, html.get("font_url"), html["font"], now()))
                 db.conn.execute(_REPLACE_PAGE_HTML, (
                     run_id, page["url"], now(), html.get("content_type"), html.get("etag"), html.get("last_modified"),
-                    html["compressed"]))
+                    html["compressed"], kept_font))
             count = save_records(db, run_id, page["site"], page["board"], page["url"], records)
             row = {**page, "run_id": run_id, "fetched": now(), "records": count}
             db.conn.execute(_REPLACE_PAGE, [row.get(name) for name in PAGE_COLUMNS])
@@ -282,8 +293,9 @@ def reuse_page(db: sqlite_utils.Database, run_id: int, from_run: int, page: dict
         db.execute(f"""insert or replace into records (run_id, {columns})
                        select ?, {columns} from records where run_id = ? and page_url = ?""",
                    [run_id, from_run, page["url"]])
-        db.execute("""insert or replace into page_html (run_id, url, fetched, content_type, etag, last_modified, html)
-                      select ?, url, fetched, content_type, etag, last_modified, html
+        db.execute("""insert or replace into page_html (run_id, url, fetched, content_type, etag, last_modified, html,
+                                                        font_hash)
+                      select ?, url, fetched, content_type, etag, last_modified, html, font_hash
                       from page_html where run_id = ? and url = ?""", [run_id, from_run, page["url"]])
         count = db.execute("select count(*) from records where run_id = ? and page_url = ?",
                            [run_id, page["url"]]).fetchone()[0]
@@ -293,13 +305,14 @@ def reuse_page(db: sqlite_utils.Database, run_id: int, from_run: int, page: dict
 
 def stored_pages(db: sqlite_utils.Database, run_id: int) -> Iterator[tuple[str, str, str, int, FetchResult]]:
     """(site, board, url, attempts, the page as received) for each page the run kept."""
-    for url, site, board, final_url, content_type, html, attempts in db.execute(
-            """select h.url, p.site, p.board, p.final_url, h.content_type, h.html, p.attempts
+    for url, site, board, final_url, content_type, html, attempts, font, font_url in db.execute(
+            """select h.url, p.site, p.board, p.final_url, h.content_type, h.html, p.attempts, f.font, f.url
                from page_html h join pages p on p.run_id = h.run_id and p.url = h.url
+               left join fonts f on f.hash = h.font_hash
                where h.run_id = ?""", [run_id]):
         body = zlib.decompress(html)
         yield site, board, url, attempts, FetchResult(url, final_url or url, 200, {"content-type": content_type or ""},
-                                                      body, 0.0)
+                                                      body, 0.0, font=font, font_url=font_url)
 
 
 def board_pages(db: sqlite_utils.Database, run_id: int, site: str, board: str) -> list[str]:

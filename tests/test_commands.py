@@ -161,7 +161,9 @@ def test_record_writes_fixtures_that_replay_to_the_same_records(tmp_path):
     first, second = tmp_path / "a.db", tmp_path / "b.db"
     assert run_cli("crawl.toml", "--offline", "--db", str(first), "--record", str(recorded), "-q").returncode == 0
     manifest = json.loads((recorded / "manifest.json").read_text(encoding="utf-8"))
-    assert sum(len(pages) for pages in manifest.values()) == 26 + 2  # and each site's robots.txt
+    # 26 pages, each site's robots.txt, and the four fonts the pages draw digits with
+    assert sum(len(pages) for pages in manifest.values()) == 26 + 2 + 4
+    assert sum(key.startswith("//vfile.meituan.net/") for key in manifest["maoyan"]) == 4
     assert manifest["maoyan"]["/board/4?offset=10"]["file"] == "maoyan/board_4_offset_10.html"
     assert run_cli("crawl.toml", "--fixtures", str(recorded), "--db", str(second), "-q").returncode == 0
     columns = "site, board, rank, movie_id, title, score, votes, release_date, obfuscated"

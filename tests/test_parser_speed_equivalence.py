@@ -24,7 +24,8 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text(encoding="utf-8"))
 BASE = {"maoyan": "https://www.maoyan.com", "douban": "https://movie.douban.com"}
 PARSER = {"maoyan": maoyan, "douban": douban}
-PAGES = [(site, key) for site in ("maoyan", "douban") for key in MANIFEST[site] if key != "/robots.txt"]
+PAGES = [(site, key) for site in ("maoyan", "douban") for key in MANIFEST[site]
+         if key != "/robots.txt" and not key.startswith("//")]  # board pages: no robots.txt, no font
 
 # sha256 (first 16 hex digits) of each page's records, updated and page_urls as sorted-key
 # JSON (see `digest`), from the parsers before the speed-up. A deliberate change to what

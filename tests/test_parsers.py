@@ -18,6 +18,11 @@ from parsers.common import BoardPage, NotABoardPage
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text(encoding="utf-8"))
 ROBOTS = "/robots.txt"  # each site's robots.txt, served beside its board pages
+
+
+def board_keys(site: str) -> list[str]:
+    """The manifest's board pages: not robots.txt, nor the web fonts (keyed //HOST/PATH)."""
+    return [key for key in MANIFEST[site] if key != ROBOTS and not key.startswith("//")]
 MAOYAN = "https://www.maoyan.com"
 DOUBAN = "https://movie.douban.com"
 
@@ -44,13 +49,15 @@ def offsets(page: BoardPage, param: str = "offset") -> list[int]:
 def test_manifest_lists_every_page_of_an_offline_crawl() -> None:
     expected_maoyan = {f"/board/4?offset={n}" for n in range(0, 100, 10)} | {
         "/board/7", "/board/6?offset=0", "/board/6?offset=10", "/board/6?offset=20", "/board/1", "/board/2"}
-    assert set(MANIFEST["maoyan"]) == expected_maoyan | {ROBOTS}
+    assert set(board_keys("maoyan")) == expected_maoyan
+    assert {key for key in MANIFEST["maoyan"] if key.startswith("//")} == {
+        f"//vfile.meituan.net/colorstone/{name}.woff"
+        for name in ("9d35690d", "7d472ad0", "71106919", "02aeb5c4", "39112686")}
     assert set(MANIFEST["douban"]) == {f"/top250?start={n}" for n in range(0, 250, 25)} | {ROBOTS}
     for site in ("maoyan", "douban"):
         assert MANIFEST[site][ROBOTS] == {"file": f"{site}/robots.txt", "status": 200, "content_type": "text/plain"}
-        for key, entry in MANIFEST[site].items():
-            if key == ROBOTS:
-                continue
+        for key in board_keys(site):
+            entry = MANIFEST[site][key]
             assert entry["status"] == 200 and entry["content_type"] == "text/html; charset=utf-8"
             path = FIXTURES / entry["file"]
             assert path.parent.name == site
@@ -59,7 +66,7 @@ def test_manifest_lists_every_page_of_an_offline_crawl() -> None:
             assert charset in text
 
 
-@pytest.mark.parametrize("site,key", [(s, k) for s in ("maoyan", "douban") for k in MANIFEST[s] if k != ROBOTS])
+@pytest.mark.parametrize("site,key", [(s, k) for s in ("maoyan", "douban") for k in board_keys(s)])
 def test_every_fixture_parses_into_complete_records(site: str, key: str) -> None:
     page = board(site, key)
     assert page.records
