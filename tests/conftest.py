@@ -83,8 +83,12 @@ def write_config(path: Path, text: str) -> Path:
     return path
 
 
-def config(tmp_path: Path, server: "Server", maoyan=("top100",), douban=(), **crawl) -> Path:
-    """A config whose sites are served by the test server (Douban under /douban), no delays."""
+def config(tmp_path: Path, server: "Server", maoyan=("top100",), douban=(), font_hosts=(), **crawl) -> Path:
+    """A config whose sites are served by the test server (Douban under /douban), no delays.
+
+    The fixtures' pages name their fonts on Maoyan's font host: no font is fetched from
+    anywhere but the hosts given here (the test server's, for a test of fonts), never the internet.
+    """
     settings = {"delay_per_host": 0.0, "retry_backoff": 0.05, **crawl}
     lines = ["[crawl]", *(f"{k} = {v!r}".replace("'", '"') for k, v in settings.items())]
     for site, boards in (("maoyan", maoyan), ("douban", douban)):
@@ -92,6 +96,8 @@ def config(tmp_path: Path, server: "Server", maoyan=("top100",), douban=(), **cr
             prefix = "" if site == "maoyan" else "/douban"
             lines += [f"[sites.{site}]", f'base_url = "{server.url}{prefix}"',
                       "boards = [" + ", ".join(f'"{b}"' for b in boards) + "]"]
+    if maoyan:
+        lines.insert(lines.index("[sites.maoyan]") + 3, "font_hosts = [" + ", ".join(f'"{h}"' for h in font_hosts) + "]")
     return write_config(tmp_path / "crawl.toml", "\n".join(lines) + "\n")
 
 
@@ -106,8 +112,9 @@ def fixture_pages(site: str) -> dict[str, tuple[int, dict[str, str], bytes]]:
 
 
 def board_pages(site: str) -> dict[str, tuple[int, dict[str, str], bytes]]:
-    """fixture_pages without the site's robots.txt: the pages of its boards."""
-    return {path: page for path, page in fixture_pages(site).items() if not path.endswith("/robots.txt")}
+    """fixture_pages without the site's robots.txt and fonts (keyed //HOST/PATH): the pages of its boards."""
+    return {path: page for path, page in fixture_pages(site).items()
+            if not path.endswith("/robots.txt") and not path.startswith("//")}
 
 
 Route = Callable[[BaseHTTPRequestHandler], None]

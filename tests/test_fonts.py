@@ -120,3 +120,21 @@ def test_a_page_names_the_font_it_draws_digits_with():
     real = REPO.parent / "shared" / "realsite" / "maoyan" / "board4_top100_2017-12-22_offset00_hansonhex.html"
     if real.is_file():  # the stonefont @font-face is declared but not used on this board
         assert font_url(real.read_bytes(), "https://maoyan.com/board/4") is None
+
+
+def test_the_font_comes_over_http_with_the_page(tmp_path, server):
+    """A real server: the page names its font on the server's own host, allowed by font_hosts."""
+    from tests.conftest import config, fixture_pages
+
+    status, headers, body = fixture_pages("maoyan")["/board/1"]
+    server.routes["/board/1"] = (status, headers, body.replace(b"//vfile.meituan.net/colorstone/",
+                                                                 server.url.encode() + b"/fonts/"))
+    font = (FIXTURES / "maoyan" / "fonts" / "9d35690d.woff").read_bytes()
+    server.routes["/fonts/9d35690d.woff"] = (200, {"Content-Type": "font/woff"}, font)
+    db = tmp_path / "m.db"
+    result = run_cli(str(config(tmp_path, server, maoyan=("cn-box-office",), font_hosts=("127.0.0.1",))),
+                     "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    assert server.count("/fonts/9d35690d.woff") == 1
+    top = rows(db, "select realtime_box_office, total_box_office, obfuscated from records order by rank limit 1")
+    assert top == [{"realtime_box_office": 9704.62, "total_box_office": 42.57, "obfuscated": None}]
