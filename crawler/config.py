@@ -70,9 +70,10 @@ TOP_KEYS: dict[str, Key] = {
     "database": Key(str, "movies.db", "the SQLite file every run is kept in (`--db` overrides it)"),
 }
 CRAWL_KEYS: dict[str, Key] = {
-    "workers": Key(int, 4, f"downloads at once, 1 to {MAX_WORKERS}: processes, threads or Dask threads"),
-    "pool": Key(str, "process", f"where downloads run: {', '.join(POOL_KINDS)}"),
-    "dask_scheduler": Key(str, "", "with the dask pool, a running scheduler's address; empty starts a local cluster"),
+    "workers": Key(int, 4, f"downloads at once, 1 to {MAX_WORKERS}: processes, threads or Dask threads (`--workers`)"),
+    "pool": Key(str, "process", f"where downloads run: {', '.join(POOL_KINDS)} (`--pool`)"),
+    "dask_scheduler": Key(str, "", "with the dask pool, a running scheduler's address; empty starts a local cluster "
+                                   "(`--dask-scheduler`)"),
     "start_method": Key(str, "default", f"how the process pool starts processes: {', '.join(START_METHODS)}"),
     "request_timeout": Key((int, float), 10.0, "seconds to wait for a connection or the next bytes"),
     "page_deadline": Key((int, float), 60.0, "seconds one page's download may take in all"),
@@ -81,7 +82,7 @@ CRAWL_KEYS: dict[str, Key] = {
     "delay_per_host": Key((int, float), 1.0, "seconds between two requests to one host"),
     "max_in_flight_per_host": Key(int, 2, "requests to one host at once"),
     "max_page_bytes": Key(int, 5_000_000, "a larger page is cut off and reported, never parsed"),
-    "user_agent": Key(str, DEFAULT_USER_AGENT, "the User-Agent sent, and the one robots.txt is read for"),
+    "user_agent": Key(str, DEFAULT_USER_AGENT, "the browser the crawler says it is; robots.txt's rules are read for it"),
 }
 
 
@@ -90,8 +91,9 @@ def site_keys(site: str) -> dict[str, Key]:
     return {
         "base_url": Key(str, SITES[site].base_url, "where the site's pages are asked for"),
         "boards": Key(list, list(SITES[site].boards), "the boards to crawl"),
-        "headers": Key(dict, {"Referer": _REFERERS[site]}, "sent with every request to the site"),
-        "cookies": Key(dict, {}, "sent with every request to the site"),
+        "headers": Key(dict, {"Referer": _REFERERS[site]} if site in _REFERERS else {},
+                       "sent with every request to the site"),
+        "cookies": Key(dict, {}, "sent with every request to the site (a browser's, when it asks to verify)"),
         "obey_robots": Key(bool, True, "read the site's robots.txt first and fetch nothing it disallows"),
     }
 
