@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,10 @@ class SiteConfig:
     name: str
     base_url: str
     boards: tuple[str, ...]
-    headers: dict[str, str] = field(default_factory=dict)
-    cookies: dict[str, str] = field(default_factory=dict)
-    obey_robots: bool = True
-    # Hosts its web fonts may come from; None: those the site declares.
-    font_hosts: tuple[str, ...] | None = None
+    headers: dict[str, str]
+    cookies: dict[str, str]
+    obey_robots: bool
+    font_hosts: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -56,23 +55,58 @@ class Config:
     text: str  # the file as read, kept with each run
 
 
-# key: (type or types, default); a default of None means the key is required.
-_CRAWL_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
-    "workers": (int, 4),
-    "pool": (str, "process"),
-    "dask_scheduler": (str, ""),
-    "start_method": (str, "default"),
-    "request_timeout": ((int, float), 10.0),
-    "page_deadline": ((int, float), 60.0),
-    "max_attempts": (int, 3),
-    "retry_backoff": ((int, float), 1.0),
-    "delay_per_host": ((int, float), 1.0),
-    "max_in_flight_per_host": (int, 2),
-    "max_page_bytes": (int, 5_000_000),
-    "user_agent": (str, DEFAULT_USER_AGENT),
+@dataclass(frozen=True)
+class Key:
+    """One key of the config: the types it takes, its default, and what it sets. The defaults live
+    here and nowhere else; crawl.toml and the README's table show them (tests/test_config.py)."""
+    kind: type | tuple[type, ...]
+    default: Any
+    about: str
+
+
+# The Referer a browser sends when it comes from the site's own pages.
+
+TOP_KEYS: dict[str, Key] = {
+    "database": Key(str, "movies.db", "the SQLite file every run is kept in (`--db` overrides it)"),
 }
-_SITE_KEYS = {"base_url": str, "boards": list, "headers": dict, "cookies": dict, "obey_robots": bool,
-              "font_hosts": list}
+CRAWL_KEYS: dict[str, Key] = {
+    "workers": Key(int, 4, f"downloads at once, 1 to {MAX_WORKERS}: processes, threads or Dask threads (`--workers`)"),
+    "pool": Key(str, "process", f"where downloads run: {', '.join(POOL_KINDS)} (`--pool`)"),
+    "dask_scheduler": Key(str, "", "with the dask pool, a running scheduler's address; empty starts a local cluster "
+                                   "(`--dask-scheduler`)"),
+    "start_method": Key(str, "default", f"how the process pool starts processes: {', '.join(START_METHODS)}"),
+    "request_timeout": Key((int, float), 10.0, "seconds to wait for a connection or the next bytes"),
+    "page_deadline": Key((int, float), 60.0, "seconds one page's download may take in all"),
+    "max_attempts": Key(int, 3, "tries per page for errors worth retrying"),
+    "retry_backoff": Key((int, float), 1.0, "seconds before the first retry, doubled for each further one"),
+    "delay_per_host": Key((int, float), 1.0, "seconds between two requests to one host"),
+    "max_in_flight_per_host": Key(int, 2, "requests to one host at once"),
+    "max_page_bytes": Key(int, 5_000_000, "a larger page is cut off and reported, never parsed"),
+    "user_agent": Key(str, DEFAULT_USER_AGENT, "the browser the crawler says it is; robots.txt's rules are read for it"),
+}
+
+
+def site_keys(site: str) -> dict[str, Key]:
+    """The keys of a site's table; its address and boards default to the site's own (crawler/sites.py)."""
+    return {
+        "base_url": Key(str, SITES[site].base_url, "where the site's pages are asked for"),
+        "boards": Key(list, list(SITES[site].boards), "the boards to crawl"),
+        "headers": Key(dict, {}, "sent with every request to the site, besides the site's own (its Referer, "
+                                 "Accept-Language) and the User-Agent"),
+        "cookies": Key(dict, {}, "sent with every request to the site (a browser's, when it asks to verify)"),
+        "obey_robots": Key(bool, True, "read the site's robots.txt first and fetch nothing it disallows"),
+        "font_hosts": Key(list, list(SITES[site].font_hosts), "hosts its pages' digit fonts may be fetched from"),
+    }
+
+
+def defaults() -> dict[str, Any]:
+    """Every key with its default, shaped as the parsed TOML is. A site is crawled only when the config
+    has its table; these fill what that table leaves out."""
+    return {
+        **{name: key.default for name, key in TOP_KEYS.items()},
+        "crawl": {name: key.default for name, key in CRAWL_KEYS.items()},
+        "sites": {site: {name: key.default for name, key in site_keys(site).items()} for site in SITES},
+    }
 
 
 def _type_name(kind: type | tuple[type, ...]) -> str:
@@ -106,6 +140,14 @@ def _string_list(where: str, items: list) -> list[str]:
     return items
 
 
+def _values(prefix: str, given: dict, keys: dict[str, Key]) -> dict[str, Any]:
+    """Each key's value as given, else its default, checked against the key's types."""
+    values = {name: given.get(name, key.default) for name, key in keys.items()}
+    for name, key in keys.items():
+        _check_type(f"{prefix}{name}", values[name], key.kind)
+    return values
+
+
 def _site(name: str, raw: Any) -> SiteConfig:
     where = f"sites.{name}"
     if name in BROKEN:
@@ -113,27 +155,25 @@ def _site(name: str, raw: Any) -> SiteConfig:
     if name not in SITES:
         raise ConfigError(f"unknown site {where!r} (known: {', '.join(SITES)})")
     _check_type(where, raw, dict)
-    _unknown(f"[{where}]", raw, _SITE_KEYS)
-    for key, kind in _SITE_KEYS.items():
-        if key in raw:
-            _check_type(f"{where}.{key}", raw[key], kind)
-    site = SITES[name]
-    boards = raw.get("boards", list(site.boards))
-    for board in boards:
+    keys = site_keys(name)
+    _unknown(f"[{where}]", raw, keys)
+    values = _values(f"{where}.", raw, keys)
+    known = SITES[name].boards
+    for board in values["boards"]:
         _check_type(f"{where}.boards entry", board, str)
-        if board not in site.boards:
-            raise ConfigError(f"unknown board {board!r} in {where}.boards (known: {', '.join(site.boards)})")
-    base_url = raw.get("base_url", site.base_url).rstrip("/")
+        if board not in known:
+            raise ConfigError(f"unknown board {board!r} in {where}.boards (known: {', '.join(known)})")
+    base_url = values["base_url"].rstrip("/")
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{where}.base_url must start with http:// or https://, not {base_url!r}")
     return SiteConfig(
         name=name,
         base_url=base_url,
-        boards=tuple(dict.fromkeys(boards)),
-        headers=_string_table(f"{where}.headers", raw.get("headers", {})),
-        cookies=_string_table(f"{where}.cookies", raw.get("cookies", {})),
-        obey_robots=raw.get("obey_robots", True),
-        font_hosts=tuple(_string_list(f"{where}.font_hosts", raw["font_hosts"])) if "font_hosts" in raw else None,
+        boards=tuple(dict.fromkeys(values["boards"])),
+        headers=_string_table(f"{where}.headers", values["headers"]),
+        cookies=_string_table(f"{where}.cookies", values["cookies"]),
+        obey_robots=values["obey_robots"],
+        font_hosts=tuple(_string_list(f"{where}.font_hosts", values["font_hosts"])),
     )
 
 
@@ -142,17 +182,12 @@ def parse_config(text: str, path: str = "crawl.toml") -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    _unknown(path, raw, ("database", "crawl", "sites"))
-    database = raw.get("database", "movies.db")
-    _check_type("database", database, str)
+    _unknown(path, raw, (*TOP_KEYS, "crawl", "sites"))
+    top = _values("", raw, TOP_KEYS)
     crawl = raw.get("crawl", {})
     _check_type("[crawl]", crawl, dict)
-    _unknown("[crawl]", crawl, _CRAWL_KEYS)
-    settings: dict[str, Any] = {}
-    for key, (kind, default) in _CRAWL_KEYS.items():
-        value = crawl.get(key, default)
-        _check_type(f"crawl.{key}", value, kind)
-        settings[key] = value
+    _unknown("[crawl]", crawl, CRAWL_KEYS)
+    settings = _values("crawl.", crawl, CRAWL_KEYS)
     for key in ("workers", "max_attempts", "max_in_flight_per_host", "max_page_bytes"):
         if settings[key] < 1:
             raise ConfigError(f"crawl.{key} must be at least 1, not {settings[key]}")
@@ -174,8 +209,8 @@ def parse_config(text: str, path: str = "crawl.toml") -> Config:
     if not any(site.boards for site in sites):
         tables = " or ".join(f"[sites.{name}]" for name in SITES)
         raise ConfigError(f"{path} names no board to crawl: add a {tables} table")
-    return Config(path=path, database=database, sites=sites, text=text, **{
-        key: float(value) if isinstance(_CRAWL_KEYS[key][1], float) else value
+    return Config(path=path, sites=sites, text=text, **top, **{
+        key: float(value) if isinstance(CRAWL_KEYS[key].default, float) else value
         for key, value in settings.items()
     })
 

@@ -1,5 +1,8 @@
 """Rank over time as a PNG, SVG or PDF: the picture of a movie's history.
 
+matplotlib (and numpy with it) is the `plot` extra, imported only here and only to draw, so a
+crawl never loads it and an install without it says how to add it.
+
 Titles are Chinese, so the chart's title is drawn with a CJK font when one is installed,
 found even when it was installed after matplotlib cached its font list. Without one the
 title still names the movie, with text the fallback font can draw, so no glyph is missing.
@@ -44,6 +47,16 @@ def check_plot_path(path: str) -> str:
         endings = ", ".join(f".{f}" for f in PLOT_FORMATS[:-1]) + f" or .{PLOT_FORMATS[-1]}"
         raise PlotError(f"cannot draw {path}: the plot's file name must end in {endings}")
     return fmt
+
+
+def require_matplotlib() -> None:
+    """Refuse at once, with the command that installs it, when matplotlib is missing: it is an
+    extra (`crawler[plot]`), not installed with the crawler."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise PlotError("--plot needs matplotlib: pip install 'crawler[plot]' "
+                        "(from a checkout: pip install -e '.[plot]')") from None
 
 
 def choose_cjk_font(names: list[str]) -> str | None:

@@ -70,8 +70,7 @@ def worker_settings(config: Config, fixtures: str | None) -> WorkerSettings:
         page_deadline=config.page_deadline,
         max_page_bytes=config.max_page_bytes,
         # The site's own default headers (Accept-Language...), then the config's.
-        sites={s.name: SiteHTTP(s.base_url, {**SITES[s.name].headers, **s.headers}, dict(s.cookies),
-                                s.font_hosts if s.font_hosts is not None else SITES[s.name].font_hosts)
+        sites={s.name: SiteHTTP(s.base_url, {**SITES[s.name].headers, **s.headers}, dict(s.cookies), s.font_hosts)
                for s in config.sites},
         offline_fixtures=fixtures,
     )

@@ -134,5 +134,5 @@ SITE = Site(
     movie_fields=("other_titles", "directors", "year", "countries", "genres"),
     block_hosts=("sec.douban.com",),
     block_statuses=frozenset({403, 418}),
-    headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"},
+    headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8", "Referer": "https://movie.douban.com/"},
 )

@@ -175,7 +175,7 @@ SITE = Site(
              "total_box_office": float, "total_box_office_unit": str},
     block_hosts=(_VERIFY_HOST,),
     block_titles=(_VERIFY_TITLE,),
-    headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"},
+    headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8", "Referer": "https://www.maoyan.com/board"},
     # The digit fonts: //vfile.meituan.net/colorstone/<hash>.woff (2019), mtsi-font on s3plus later.
     font_hosts=("vfile.meituan.net", "s3plus.meituan.net"),
 )
