@@ -14,25 +14,12 @@ from html.parser import HTMLParser
 import pytest
 
 from tests.conftest import FIXTURES, REPO, rows, run_cli
+from tests.test_commands import changed_fixtures
 
 datasette_app = pytest.importorskip("datasette.app")
 
 METADATA = json.loads((REPO / "datasette.json").read_text(encoding="utf-8"))
 QUERIES = METADATA["databases"]["movies"]["queries"]
-
-
-def changed_fixtures(folder):
-    """The bundled fixtures with 热映口碑榜 changed: ranks 2 and 3 swapped, the leader's score
-    9.6 -> 9.8, and 爱宠大机密2 (rank 10) replaced by 狮子王 under another movie id."""
-    shutil.copytree(FIXTURES, folder)
-    page = folder / "maoyan" / "board7.html"
-    html = page.read_text(encoding="utf-8")
-    html = (html.replace('board-index-2">2<', "@@").replace('board-index-3">3<', 'board-index-2">2<')
-            .replace("@@", 'board-index-3">3<'))
-    html = html.replace('<i class="fraction">6</i>', '<i class="fraction">8</i>', 1)
-    html = html.replace("爱宠大机密2", "狮子王").replace("1213246", "1190122")
-    page.write_text(html, encoding="utf-8")
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -237,11 +237,13 @@ def test_tasks_in_flight_are_queued_again_when_the_pool_is_replaced(tmp_path, se
 
 # -- stopping ----------------------------------------------------------------------------------
 
-def test_a_second_ctrl_c_stops_at_once_without_waiting_for_downloads(tmp_path, server):
-    """The first Ctrl-C waits for the page under way (held here); the second one does not."""
+def start_held_crawl(tmp_path, server, boards, **settings):
+    """A crawl (one worker) whose /board/7 is answered and /board/1 held until `release` is set;
+    `lines` collects what it says on stderr, as it says it."""
     release = threading.Event()
     pages = fixture_pages("maoyan")
-    server.routes["/board/7"] = pages["/board/7"]
+    for path in ("/board/7", "/board/2"):
+        server.routes[path] = pages[path]
 
     def held(handler):
         release.wait(60)
@@ -249,14 +251,18 @@ def test_a_second_ctrl_c_stops_at_once_without_waiting_for_downloads(tmp_path, s
         send(handler, status, body, headers)
 
     server.routes["/board/1"] = held
-    cfg = config(tmp_path, server, maoyan=("hot", "cn-box-office"), workers=1, page_deadline=120.0)
-    db = tmp_path / "m.db"
-    crawl = start_cli(str(cfg), "--db", str(db))
+    cfg = config(tmp_path, server, maoyan=boards, workers=1, page_deadline=120.0, **settings)
+    crawl = start_cli(str(cfg), "--db", str(tmp_path / "m.db"))
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(crawl.stderr.readline, "")), daemon=True)
-    reader.start()
+    threading.Thread(target=lambda: lines.extend(iter(crawl.stderr.readline, "")), daemon=True).start()
+    wait_for(lambda: server.count("/board/1") == 1, what="the held page downloading")
+    return crawl, lines, release, tmp_path / "m.db"
+
+
+def test_a_second_ctrl_c_stops_at_once_without_waiting_for_downloads(tmp_path, server):
+    """The first Ctrl-C waits for the page under way (held here); the second one does not."""
+    crawl, lines, release, db = start_held_crawl(tmp_path, server, ("hot", "cn-box-office"))
     try:
-        wait_for(lambda: server.count("/board/1") == 1, what="the held page downloading")
         crawl.send_signal(signal.SIGINT)
         wait_for(lambda: any(line.startswith("stopping: finishing the pages already downloading") for line in lines),
                  what="the first Ctrl-C taken")
@@ -265,7 +271,6 @@ def test_a_second_ctrl_c_stops_at_once_without_waiting_for_downloads(tmp_path, s
     finally:
         release.set()
         crawl.kill()
-    reader.join(10)
     err = "".join(lines)
     assert crawl.returncode == 130, err
     assert "crawler: stopped at once; the pages that were still downloading were abandoned" in err
@@ -277,26 +282,9 @@ def test_a_second_ctrl_c_stops_at_once_without_waiting_for_downloads(tmp_path, s
 
 
 def test_the_first_ctrl_c_stores_the_pages_under_way(tmp_path, server):
-    release = threading.Event()
-    pages = fixture_pages("maoyan")
-    server.routes["/board/7"] = pages["/board/7"]
-
-    def held(handler):
-        release.wait(60)
-        status, headers, body = pages["/board/1"]
-        send(handler, status, body, headers)
-
-    server.routes["/board/1"] = held
-    server.routes["/board/2"] = pages["/board/2"]
-    cfg = config(tmp_path, server, maoyan=("hot", "cn-box-office", "na-box-office"), workers=1,
-                 page_deadline=120.0, max_in_flight_per_host=1)
-    db = tmp_path / "m.db"
-    crawl = start_cli(str(cfg), "--db", str(db))
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(crawl.stderr.readline, "")), daemon=True)
-    reader.start()
+    crawl, lines, release, db = start_held_crawl(tmp_path, server, ("hot", "cn-box-office", "na-box-office"),
+                                                 max_in_flight_per_host=1)
     try:
-        wait_for(lambda: server.count("/board/1") == 1, what="the held page downloading")
         crawl.send_signal(signal.SIGINT)
         wait_for(lambda: any(line.startswith("stopping:") for line in lines), what="the first Ctrl-C taken")
         release.set()
@@ -304,7 +292,6 @@ def test_the_first_ctrl_c_stores_the_pages_under_way(tmp_path, server):
     finally:
         release.set()
         crawl.kill()
-    reader.join(10)
     assert crawl.returncode == 130, "".join(lines)
     assert server.count("/board/2") == 0  # nothing more was asked for
     assert rows(db, "select count(*) n from pages where outcome = 'ok'") == [{"n": 2}]
