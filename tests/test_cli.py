@@ -21,7 +21,7 @@ from crawler import cli as cli_module
 from crawler.cli import cli
 from crawler.config import ConfigError, load_config
 from crawler.scheduler import CrawlResult, Interrupted, crawl
-from tests.conftest import REPO, rows
+from tests.helpers import REPO, rows
 
 # The read commands that print rows from one crawl (diff's, with one run, has none: see below).
 READ_COMMANDS = [("runs",), ("stats",), ("top", "top100"), ("history", "霸王别姬"), ("search", "张国荣"), ("export",),

@@ -16,20 +16,7 @@ import pytest
 from crawler.fetch import FetchTask
 from crawler.pipeline import PageOutcome
 from crawler.progress import Progress
-from tests.conftest import FIXTURES, REPO, console_script, rows, run_cli
-
-
-def changed_fixtures(folder):
-    """The bundled fixtures with 热映口碑榜 changed: two swapped, a new score, one replaced."""
-    shutil.copytree(FIXTURES, folder)
-    page = folder / "maoyan" / "board7.html"
-    html = page.read_text(encoding="utf-8")
-    html = (html.replace('board-index-2">2<', "@@").replace('board-index-3">3<', 'board-index-2">2<')
-            .replace("@@", 'board-index-3">3<'))
-    html = html.replace('<i class="fraction">6</i>', '<i class="fraction">8</i>', 1)
-    html = html.replace("爱宠大机密2", "狮子王").replace("1213246", "1190122")
-    page.write_text(html, encoding="utf-8")
-    return folder
+from tests.helpers import REPO, changed_fixtures, console_script, rows, run_cli
 
 
 @pytest.fixture(scope="module")

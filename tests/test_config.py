@@ -11,7 +11,7 @@ import pytest
 
 from crawler.config import CRAWL_KEYS, TOP_KEYS, ConfigError, defaults, load_config, parse_config, site_keys
 from crawler.sites import SITES
-from tests.conftest import REPO, run_cli, write_config
+from tests.helpers import REPO, run_cli, write_config
 
 
 def toml_value(value: Any) -> str:

@@ -13,7 +13,7 @@ from crawler import engine, scheduler, store
 from crawler.config import load_config
 from crawler.progress import Progress
 from crawler.sites import SITES, Board
-from tests.conftest import (HOLD_BOUND, REPO, board_pages, config, console_script, fixture_pages, rows, run_cli,
+from tests.helpers import (HOLD_BOUND, REPO, board_pages, config, console_script, fixture_pages, rows, run_cli,
                             send, stored_pages, wait_for, write_config)
 
 EXPECTED_ROWS = {("maoyan", "top100"): 100, ("maoyan", "hot"): 10, ("maoyan", "most-wanted"): 30,

@@ -13,8 +13,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from tests.conftest import FIXTURES, REPO, rows, run_cli
-from tests.test_commands import changed_fixtures
+from tests.helpers import FIXTURES, REPO, changed_fixtures, rows, run_cli
 
 datasette_app = pytest.importorskip("datasette.app")
 

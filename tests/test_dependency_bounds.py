@@ -8,7 +8,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 CONSTRAINTS = REPO / ".ci" / "lowest-constraints.txt"
 

@@ -16,12 +16,8 @@ import pytest
 
 from crawler import engine, scheduler
 from crawler.config import load_config
-from tests.conftest import (HOLD_BOUND, board_pages, config, fixture_pages, rows, run_cli, send, start_cli,
-                            stored_pages, wait_for, write_config)
-
-VERIFY_PAGE = ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>猫眼验证中心</title></head>"
-               "<body><div id=\"app\">请拖动滑块完成验证</div></body></html>").encode("utf-8")
-
+from tests.helpers import (HOLD_BOUND, VERIFY_PAGE, board_pages, config, fixture_pages, rows, run_cli, send,
+                           start_cli, start_gated_crawl, stored_pages, wait_for, write_config)
 
 TOP100 = tuple(f"/board/4?offset={n}" for n in range(0, 100, 10))
 SERVICE_UNAVAILABLE = (503, {"Content-Type": "text/plain"}, b"busy")
@@ -30,17 +26,6 @@ SERVICE_UNAVAILABLE = (503, {"Content-Type": "text/plain"}, b"busy")
 def _answer(handler, answers, final):
     status, headers, body = answers.pop(0) if answers else final
     send(handler, status, body, headers)
-
-
-def start_gated_crawl(tmp_path, server, gate, boards, free, late=None, **settings):
-    """A crawl in the background (2 workers) whose first `free` requests are answered and the
-    later ones held by a gate, so that the test acts on it with pages stored and pages in flight."""
-    server.serve_fixtures("maoyan")  # its robots.txt
-    held = gate(free, late)
-    held.serve(server, board_pages("maoyan"))
-    cfg = config(tmp_path, server, maoyan=boards, workers=2, **settings)
-    db = tmp_path / "m.db"
-    return start_cli(str(cfg), "--db", str(db), stderr_to=tmp_path / "stderr.txt"), cfg, db, held
 
 
 def count_records(db, run_id=1):

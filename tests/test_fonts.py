@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from crawler.fetch import font_url
-from tests.conftest import FIXTURES, REPO, rows, run_cli
+from tests.helpers import FIXTURES, REPO, rows, run_cli
 
 EXPECTED = json.loads((FIXTURES / "maoyan" / "fonts" / "expected.json").read_text(encoding="utf-8"))["pages"]
 NUMBERS = ("month_wish", "total_wish", "realtime_box_office", "total_box_office")
@@ -124,7 +124,7 @@ def test_a_page_names_the_font_it_draws_digits_with():
 
 def test_the_font_comes_over_http_with_the_page(tmp_path, server):
     """A real server: the page names its font on the server's own host, allowed by font_hosts."""
-    from tests.conftest import config, fixture_pages
+    from tests.helpers import config, fixture_pages
 
     status, headers, body = fixture_pages("maoyan")["/board/1"]
     server.routes["/board/1"] = (status, headers, body.replace(b"//vfile.meituan.net/colorstone/",

@@ -88,7 +88,7 @@ def test_an_oversized_page_is_not_parsed():
 
 
 def test_a_board_page_cut_short_is_retried_not_stored_short():
-    from tests.conftest import fixture_pages
+    from tests.helpers import fixture_pages
 
     body = fixture_pages("maoyan")["/board/7"][2]
     whole = process(TASK, _result(body=body), maoyan.SITE)

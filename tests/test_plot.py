@@ -9,7 +9,7 @@ import pytest
 
 from crawler import plot
 from crawler.plot import PlotError, check_plot_path, choose_cjk_font, find_cjk_font, plot_history
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 ROWS = [
     {"run_id": 1, "started": "2026-11-28T08:10:08", "site": "maoyan", "board": "top100", "rank": 5,

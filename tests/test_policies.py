@@ -21,8 +21,7 @@ from crawler.progress import Progress
 from crawler.runwriter import RunWriter
 from crawler.scheduler import make_engine, worker_settings
 from crawler.supervisor import PoolSupervisor
-from tests.conftest import board_pages, config, fixture_pages, rows, run_cli, send, start_cli, wait_for
-from tests.test_faults import VERIFY_PAGE
+from tests.helpers import VERIFY_PAGE, board_pages, config, fixture_pages, rows, run_cli, send, start_cli, wait_for
 
 # -- the decisions -----------------------------------------------------------------------------
 
@@ -406,7 +405,7 @@ def test_a_robots_txt_that_fails_once_is_retried_then_obeyed(tmp_path, server):
 def test_offline_fixtures_carry_a_robots_txt_that_is_obeyed(tmp_path):
     import shutil
 
-    from tests.conftest import FIXTURES
+    from tests.helpers import FIXTURES
 
     folder = tmp_path / "fixtures"
     shutil.copytree(FIXTURES, folder)

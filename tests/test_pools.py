@@ -25,7 +25,7 @@ from crawler.offline import FIXTURES
 from crawler.pools import DaskPool, PoolUnavailable, make_pool
 from crawler import scheduler
 from crawler.scheduler import shutdown_pool
-from tests.conftest import HOLD_BOUND, REPO, config, fixture_pages, rows, send, wait_for
+from tests.helpers import HOLD_BOUND, REPO, config, fixture_pages, rows, send, wait_for
 
 KINDS = ["process", "thread", "dask"]
 PAGE = "/board/4?offset=0"

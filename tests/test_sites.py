@@ -14,7 +14,7 @@ from crawler.pipeline import process
 from crawler.site import CORE_FIELDS
 from crawler.sites import SITES
 from parsers import maoyan
-from tests.conftest import FIXTURES, REPO, rows, run_cli
+from tests.helpers import FIXTURES, REPO, rows, run_cli
 
 EXAMPLE = REPO / "examples" / "example-site"
 PAGE = (FIXTURES / "maoyan" / "board7.html").read_bytes()

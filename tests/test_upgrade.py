@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from crawler import store
-from tests.conftest import REPO, rows, run_cli
+from tests.helpers import REPO, rows, run_cli
 
 OLD_DATABASE = REPO / "tests" / "data" / "movies-79b14b1.db"  # maoyan hot + most-wanted, offline, run 1
 

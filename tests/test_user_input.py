@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, REPO, config, fixture_pages, rows, run_cli, stored_pages, wait_for
-from tests.test_faults import VERIFY_PAGE, start_gated_crawl
+from tests.helpers import (FIXTURES, REPO, blocked_fixtures, config, fixture_pages, rows, run_cli,
+                           start_gated_crawl, stored_pages, wait_for)
 
 READ_COMMANDS = [
     ("runs",), ("stats",), ("top", "top100"), ("history", "霸王别姬"), ("diff", "--from", "1", "--to", "1"), ("search", "张国荣"),
@@ -367,15 +367,6 @@ def test_readme_sqlite_utils_tables_are_what_it_shows(crawled):
 
 
 # -- blocked sites: what is counted and where to see every page ---------------------------------
-
-def blocked_fixtures(folder: Path) -> Path:
-    """The bundled fixtures with every Maoyan page replaced by the verification page."""
-    shutil.copytree(FIXTURES, folder)
-    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    for entry in manifest["maoyan"].values():
-        (folder / entry["file"]).write_bytes(VERIFY_PAGE)
-    return folder
-
 
 def test_a_blocked_site_offline_is_counted_and_every_page_listed(tmp_path):
     folder = blocked_fixtures(tmp_path / "blocked")

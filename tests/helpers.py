@@ -1,0 +1,311 @@
+"""What the tests share: the real CLI in a subprocess, a real HTTP server on 127.0.0.1, and fixture
+folders changed for a scenario.
+
+A plain module: test files import from here (`from tests.helpers import ...`); conftest.py holds
+only the pytest fixtures made from these.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "fixtures"
+
+
+def _environment(changes: dict[str, str | None] | None) -> dict[str, str]:
+    """This environment, with PYTHONPATH on the checkout and `changes` applied (None removes a variable)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for name, value in (changes or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def _memory_limit(limit: int | None) -> Callable[[], None] | None:
+    """A preexec_fn capping the address space of the child (and of the workers it forks) at `limit` bytes."""
+    if limit is None:
+        return None
+    return lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120, env: dict[str, str | None] | None = None,
+            memory_limit: int | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m crawler ARGS` as a user would, bounded in time.
+
+    env: variables to set (None: to remove) for this run; memory_limit: bytes of address
+    space the crawler's processes may each have (RLIMIT_AS)."""
+    return subprocess.run([sys.executable, "-m", "crawler", *args], cwd=cwd or REPO, env=_environment(env),
+                          capture_output=True, text=True, timeout=timeout, preexec_fn=_memory_limit(memory_limit))
+
+
+def start_cli(*args: str, cwd: Path | None = None, stderr_to: Path | None = None) -> subprocess.Popen:
+    """Start `python -m crawler ARGS` in the background, for tests that signal or kill it.
+
+    stderr_to: a file to write the crawler's stderr to, for a test to read while it runs
+    (what it says is the only sign of some of its decisions); else a pipe."""
+    stderr = open(stderr_to, "w", encoding="utf-8") if stderr_to else subprocess.PIPE
+    try:
+        return subprocess.Popen([sys.executable, "-m", "crawler", *args], cwd=cwd or REPO, env=_environment(None),
+                                stdout=subprocess.PIPE, stderr=stderr, text=True)
+    finally:
+        if stderr_to:
+            stderr.close()  # the child has its own copy
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> object:
+    """Poll until predicate() is truthy; fail the test (never hang) after timeout seconds.
+
+    The timeout is a guard against a hang, never an expectation of how long anything takes:
+    keep it far above what the awaited thing needs even on a loaded machine."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config(tmp_path: Path, server: "Server", maoyan=("top100",), douban=(), font_hosts=(), **crawl) -> Path:
+    """A config whose sites are served by the test server (Douban under /douban), no delays.
+
+    The fixtures' pages name their fonts on Maoyan's font host: no font is fetched from
+    anywhere but the hosts given here (the test server's, for a test of fonts), never the internet.
+    """
+    settings = {"delay_per_host": 0.0, "retry_backoff": 0.05, **crawl}
+    lines = ["[crawl]", *(f"{k} = {v!r}".replace("'", '"') for k, v in settings.items())]
+    for site, boards in (("maoyan", maoyan), ("douban", douban)):
+        if boards:
+            prefix = "" if site == "maoyan" else "/douban"
+            lines += [f"[sites.{site}]", f'base_url = "{server.url}{prefix}"',
+                      "boards = [" + ", ".join(f'"{b}"' for b in boards) + "]"]
+    if maoyan:
+        lines.insert(lines.index("[sites.maoyan]") + 3, "font_hosts = [" + ", ".join(f'"{h}"' for h in font_hosts) + "]")
+    return write_config(tmp_path / "crawl.toml", "\n".join(lines) + "\n")
+
+
+def manifest(folder: Path = FIXTURES) -> dict[str, dict[str, dict]]:
+    """A fixture folder's manifest.json: {site: {path+query: {"file", "status", "content_type"}}}."""
+    return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+
+
+def fixture_pages(site: str) -> dict[str, tuple[int, dict[str, str], bytes]]:
+    """The bundled fixtures of one site as server routes: path+query -> (status, headers, body)."""
+    return {
+        path: (entry.get("status", 200), {"Content-Type": entry.get("content_type", "text/html; charset=utf-8")},
+               (FIXTURES / entry["file"]).read_bytes())
+        for path, entry in manifest()[site].items()
+    }
+
+
+def board_pages(site: str) -> dict[str, tuple[int, dict[str, str], bytes]]:
+    """fixture_pages without the site's robots.txt and fonts (keyed //HOST/PATH): the pages of its boards."""
+    return {path: page for path, page in fixture_pages(site).items()
+            if not path.endswith("/robots.txt") and not path.startswith("//")}
+
+
+Route = Callable[[BaseHTTPRequestHandler], None]
+
+
+class Server:
+    """A threaded HTTP server whose answers a test sets per path (+query)."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route | tuple[int, dict[str, str], bytes]] = {}
+        self.requests: list[str] = []
+        self.times: list[float] = []
+        self.robots: list[str] = []  # requests for a robots.txt
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802
+                with server.lock:  # robots.txt apart, so that the counts are those of the pages
+                    if self.path == "/robots.txt" or self.path.endswith("/robots.txt"):
+                        server.robots.append(self.path)
+                    else:
+                        server.requests.append(self.path)
+                        server.times.append(time.monotonic())
+                route = server.routes.get(self.path)
+                if route is None:
+                    route = (404, {"Content-Type": "text/plain"}, b"not found")
+                if callable(route):
+                    route(self)
+                    return
+                status, headers, body = route
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def serve_fixtures(self, site: str, prefix: str = "") -> None:
+        for path, route in fixture_pages(site).items():
+            self.routes[prefix + path] = route
+
+    def count(self, path: str) -> int:
+        with self.lock:
+            return self.requests.count(path)
+
+
+def send(handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    """Answer a request from inside a route function."""
+    handler.send_response(status)
+    for name, value in (headers or {"Content-Type": "text/html; charset=utf-8"}).items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def rows(db: Path, sql: str, *params) -> list[dict]:
+    conn = sqlite3.connect(db)
+    try:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+def stored_pages(db: Path) -> int:
+    """Pages stored (outcome ok, committed) so far by a crawl that may not have made its tables yet."""
+    try:
+        return rows(db, "select count(*) n from pages where outcome = 'ok'")[0]["n"]
+    except sqlite3.OperationalError:
+        return 0
+
+
+# A held request is answered at the latest after this long, so that no server thread
+# outlives its test for good; tests open their gates long before (in teardown at the latest).
+HOLD_BOUND = 300.0
+
+
+class Gate:
+    """Routes that answer the first `free` requests at once and hold every later one until open().
+
+    A test waits (wait_for) until the crawler has `held` requests waiting, acts on the crawl
+    (a signal, a kill) while they are in flight, and opens the gate. Held requests are then
+    answered with their page; requests that arrive once the gate is open get `late`
+    (status, headers, body) if given, else their page. No timing is involved: what the
+    crawler has been answered is fixed by the gate, not by how fast anything ran.
+    """
+
+    def __init__(self, free: int, late: tuple[int, dict[str, str], bytes] | None = None) -> None:
+        self.free, self.late = free, late
+        self.lock = threading.Lock()
+        self.arrived = self.held = 0
+        self.opened = threading.Event()
+
+    def serve(self, server: "Server", pages: dict[str, tuple[int, dict[str, str], bytes]]) -> None:
+        for path, page in pages.items():
+            server.routes[path] = self._route(page)
+
+    def open(self) -> None:
+        self.opened.set()
+
+    def _route(self, page: tuple[int, dict[str, str], bytes]) -> Route:
+        def answer(handler: BaseHTTPRequestHandler) -> None:
+            with self.lock:
+                self.arrived += 1
+                free = self.arrived <= self.free
+                hold = not free and not self.opened.is_set()
+                self.held += hold
+            if hold:
+                self.opened.wait(HOLD_BOUND)
+            status, headers, body = self.late if (self.late and not free and not hold) else page
+            try:
+                send(handler, status, body, headers)
+            except OSError:
+                pass  # the process that asked is gone (killed, or stopped at once)
+        return answer
+
+
+def console_script(name: str, distribution: str) -> Path:
+    """The console script `name` of the running interpreter's environment (not whatever PATH finds).
+
+    Skips the test only when `distribution` is not installed in that environment; fails it
+    when the distribution is installed but its script is missing.
+    """
+    folders = list(dict.fromkeys([Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))]))
+    for folder in folders:
+        if (folder / name).is_file():
+            return folder / name
+    site = list(dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]))
+    names = {(d.metadata["Name"] or "").lower() for d in importlib.metadata.distributions(path=site)}
+    if distribution.lower() not in names:
+        pytest.skip(f"{distribution} is not installed in {sys.prefix}")
+    raise AssertionError(f"{distribution} is installed in {sys.prefix}, but no {name} script is in "
+                         f"{', '.join(map(str, folders))}")
+
+
+# -- fixture folders changed for a scenario ---------------------------------------------------------
+
+# What Maoyan answers a crawler it has caught: its verification page.
+VERIFY_PAGE = ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>猫眼验证中心</title></head>"
+               "<body><div id=\"app\">请拖动滑块完成验证</div></body></html>").encode("utf-8")
+
+
+def changed_fixtures(folder: Path) -> Path:
+    """The bundled fixtures with 热映口碑榜 changed: two swapped, a new score, one replaced."""
+    shutil.copytree(FIXTURES, folder)
+    page = folder / "maoyan" / "board7.html"
+    html = page.read_text(encoding="utf-8")
+    html = (html.replace('board-index-2">2<', "@@").replace('board-index-3">3<', 'board-index-2">2<')
+            .replace("@@", 'board-index-3">3<'))
+    html = html.replace('<i class="fraction">6</i>', '<i class="fraction">8</i>', 1)
+    html = html.replace("爱宠大机密2", "狮子王").replace("1213246", "1190122")
+    page.write_text(html, encoding="utf-8")
+    return folder
+
+
+def blocked_fixtures(folder: Path) -> Path:
+    """The bundled fixtures with every Maoyan page replaced by the verification page."""
+    shutil.copytree(FIXTURES, folder)
+    for entry in manifest(folder)["maoyan"].values():
+        (folder / entry["file"]).write_bytes(VERIFY_PAGE)
+    return folder
+
+
+def start_gated_crawl(tmp_path, server, gate, boards, free, late=None, **settings):
+    """A crawl in the background (2 workers) whose first `free` requests are answered and the
+    later ones held by a gate, so that the test acts on it with pages stored and pages in flight."""
+    server.serve_fixtures("maoyan")  # its robots.txt
+    held = gate(free, late)
+    held.serve(server, board_pages("maoyan"))
+    cfg = config(tmp_path, server, maoyan=boards, workers=2, **settings)
+    db = tmp_path / "m.db"
+    return start_cli(str(cfg), "--db", str(db), stderr_to=tmp_path / "stderr.txt"), cfg, db, held
+
