@@ -19,6 +19,11 @@ and the pages and records stored. Exit status: 0 when every run stored every pag
 with --strict, met the targets below), 1 otherwise.
 
 --smoke: 40 pages at 4 in flight, 10 ms latency, no Scrapy unless --scrapy: a few seconds, for CI.
+
+--pools dask: the crawler on a Dask cluster in processes of its own, as an operator runs one
+(`dask scheduler`, `dask worker` with nanny, on 127.0.0.1), started for each run and outside
+its timing; --dask-scheduler ADDRESS uses a running cluster instead. The CPU of the cluster's
+processes (workers and scheduler, from /proc) counts with the crawl's.
 """
 from __future__ import annotations
 
@@ -46,7 +51,7 @@ TARGET_CPU_MS_PER_PAGE_AT_32 = 8.0
 TARGET_PEAK_MB_AT_8 = 150.0
 TARGET_STARTUP_S = 1.0
 # The crawler's runs are named by their pool: "crawler" is the default (process) pool.
-TOOL_OF_POOL = {"process": "crawler", "thread": "crawler-thread"}
+TOOL_OF_POOL = {"process": "crawler", "thread": "crawler-thread", "dask": "crawler-dask"}
 POOL_OF_TOOL = {tool: kind for kind, tool in TOOL_OF_POOL.items()}
 
 
@@ -111,11 +116,11 @@ def busy_cpu_seconds() -> float:
 
 
 class MemorySampler(threading.Thread):
-    """Every `interval` s: the sum of Pss over a process and its descendants; keeps the peak."""
+    """Every `interval` s: the sum of Pss over a process and its descendants (and `others`'); keeps the peak."""
 
-    def __init__(self, root: int, interval: float) -> None:
+    def __init__(self, root: int, interval: float, others: tuple[int, ...] = ()) -> None:
         super().__init__(name="pss-sampler", daemon=True)
-        self.root, self.interval = root, interval
+        self.root, self.interval, self.others = root, interval, others
         self.peak_kb = 0
         self.peak_processes = 0
         self.peak_main_kb = 0
@@ -137,7 +142,7 @@ class MemorySampler(threading.Thread):
         since_scan = 0
         while not self.done.is_set():
             if not tree or since_scan >= 10:
-                tree, since_scan = process_tree(self.root), 0
+                tree, since_scan = [pid for root in (self.root, *self.others) for pid in process_tree(root)], 0
             since_scan += 1
             sizes = [pss_kb(pid) for pid in tree]
             if 0 in sizes:
@@ -157,12 +162,13 @@ def child_env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
-def run_measured(cmd: list[str], out: Path, interval: float, timeout: float) -> dict:
-    """Run one crawl in a subprocess, sampling its tree's memory; its JSON report + the peak."""
+def run_measured(cmd: list[str], out: Path, interval: float, timeout: float, cluster: DaskCluster | None = None) -> dict:
+    """Run one crawl in a subprocess, sampling its tree's memory (and the cluster's); its JSON report + the peak."""
     env = child_env()
+    cluster_cpu = cluster.cpu() if cluster else {}
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sampler = MemorySampler(proc.pid, interval)
+    sampler = MemorySampler(proc.pid, interval, tuple(cluster.pids()) if cluster else ())
     if interval > 0:
         sampler.start()
     busy0, steal0 = cpu_stat()
@@ -186,11 +192,96 @@ def run_measured(cmd: list[str], out: Path, interval: float, timeout: float) -> 
     except (OSError, ValueError):
         report = {"complete": False, "error": f"no report (exit {proc.returncode})"}
     report.setdefault("elapsed", None)
+    if cluster:  # its processes are not the crawl's children: their CPU is read from /proc
+        spent = {part: seconds - cluster_cpu[part] for part, seconds in cluster.cpu().items()}
+        report["cpu_workers"] = report.get("cpu_workers", 0) + spent["workers"]
+        report["cpu_scheduler"] = spent["scheduler"]
+        report["cpu_process_total"] = report.get("cpu_process_total", 0) + spent["workers"] + spent["scheduler"]
     report.update(exit=proc.returncode, machine_busy_cpu=busy, steal=steal / max(wall, 1e-9), process_wall=wall,
                   peak_pss_kb=sampler.peak_kb, peak_main_pss_kb=sampler.peak_main_kb,
                   peak_processes=sampler.peak_processes, samples=sampler.samples, sampler_cpu=sampler.cpu,
                   output=output.strip()[-3000:])
     return report
+
+
+# -- a Dask cluster ---------------------------------------------------------------------------
+class DaskCluster:
+    """A Dask scheduler and workers in processes of their own on 127.0.0.1, as an operator starts them.
+
+    Everything is started from this interpreter (`python -m distributed.cli.dask_scheduler`,
+    `... dask_worker`), so the workers have the driver's Python, dask and distributed; every
+    wait is bounded, and stop() ends each process (and what it started) by its pid.
+    """
+
+    def __init__(self, folder: Path, timeout: float = 60.0) -> None:
+        self.folder, self.timeout = folder, timeout
+        folder.mkdir(parents=True, exist_ok=True)
+        self.workers: list[subprocess.Popen] = []
+        scheduler_file = folder / "scheduler.json"
+        self.scheduler = self._start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+                                      "--scheduler-file", str(scheduler_file), "--no-dashboard"], "scheduler")
+        self.address = self._wait(lambda: json.loads(scheduler_file.read_text(encoding="utf-8"))["address"],
+                                  self.scheduler, "the scheduler to write its address")
+
+    def add_worker(self, nthreads: int, env: dict[str, str] | None = None, cwd: Path | None = None,
+                   nanny: bool = True) -> subprocess.Popen:
+        """Start one worker process (with its nanny) of `nthreads` threads; env, cwd: its own, else the benchmark's."""
+        args = ["distributed.cli.dask_worker", self.address, "--nthreads", str(nthreads), "--host", "127.0.0.1",
+                "--no-dashboard", "--local-directory", str(self.folder), "--nanny" if nanny else "--no-nanny"]
+        self.workers.append(self._start(args, f"worker-{len(self.workers)}", env, cwd))
+        return self.workers[-1]
+
+    def wait_for_workers(self, count: int) -> None:
+        """Until `count` workers have registered with the scheduler."""
+        from distributed import Client
+
+        with Client(self.address, timeout=self.timeout, set_as_default=False) as client:
+            client.wait_for_workers(count, timeout=self.timeout)
+
+    def pids(self) -> list[int]:
+        return [pid for proc in (self.scheduler, *self.workers) for pid in process_tree(proc.pid)]
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far of the workers (nannies included) and of the scheduler."""
+        return {"workers": sum(cpu_seconds(pid) for w in self.workers for pid in process_tree(w.pid)),
+                "scheduler": cpu_seconds(self.scheduler.pid)}
+
+    def stop(self) -> None:
+        """Terminate each process, workers first; kill what is left of it after a bound."""
+        for proc in (*self.workers, self.scheduler):
+            tree = process_tree(proc.pid)
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    pass
+            for pid in tree:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass  # gone already
+            proc.wait()
+
+    def _start(self, args: list[str], name: str, env: dict[str, str] | None = None,
+               cwd: Path | None = None) -> subprocess.Popen:
+        log = open(self.folder / f"{name}.log", "w", encoding="utf-8")
+        try:
+            return subprocess.Popen([sys.executable, "-m", *args], cwd=str(cwd or REPO), env=env or child_env(),
+                                    stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()  # the child has its own copy
+
+    def _wait(self, read, proc: subprocess.Popen, what: str):
+        end = time.monotonic() + self.timeout
+        while time.monotonic() < end:
+            if proc.poll() is not None:
+                raise RuntimeError(f"dask process exited ({proc.returncode}) before {what}")
+            try:
+                return read()
+            except (OSError, ValueError, KeyError):
+                time.sleep(0.05)  # not written yet, or half written
+        raise RuntimeError(f"timed out after {self.timeout:g} s waiting for {what}")
 
 
 # -- the server ------------------------------------------------------------------------------
@@ -256,6 +347,16 @@ def one_run(tool: str, server: Server, pages: int, concurrency: int, args, tmp: 
            "--concurrency", str(concurrency), "--db", str(db), "--out", str(out)]
     if crawler:
         cmd += ["--pool", POOL_OF_TOOL[tool]]
+    cluster = None
+    if tool == "crawler-dask":
+        address = args.dask_scheduler
+        if not address:
+            cluster = DaskCluster(tmp / f"dask-{concurrency}")
+            for _ in range(args.dask_workers):
+                cluster.add_worker(-(-concurrency // args.dask_workers))
+            cluster.wait_for_workers(args.dask_workers)
+            address = cluster.address
+        cmd += ["--dask-scheduler", address]
     if crawler and args.profile != "none":
         cmd += ["--profile", args.profile]
     if crawler and args.per_host:
@@ -267,7 +368,11 @@ def one_run(tool: str, server: Server, pages: int, concurrency: int, args, tmp: 
     before, server_cpu = server.stats(), server.cpu()
     # Bounded: --timeout, or 50 times the latency limit's time and at least two minutes.
     timeout = args.timeout or max(120.0, 50 * pages * args.latency_ms / 1000.0 / concurrency)
-    report = run_measured(cmd, out, args.sample_ms / 1000.0, timeout)
+    try:
+        report = run_measured(cmd, out, args.sample_ms / 1000.0, timeout, cluster)
+    finally:
+        if cluster:
+            cluster.stop()
     report.update(tool=tool, pages=pages, concurrency=concurrency)
     after = server.stats()
     report["server_requests"] = after["served"] + after["not_found"] - before["served"] - before["not_found"]
@@ -287,7 +392,8 @@ def one_run(tool: str, server: Server, pages: int, concurrency: int, args, tmp: 
     report["pages_per_s"] = report.get("pages_ok", 0) / elapsed if elapsed else 0.0
     report["limit"] = limit
     report["share_of_limit"] = report["pages_per_s"] / limit
-    report["cpu_ms_per_page"] = 1000 * (report.get("cpu_parent", 0) + report.get("cpu_workers", 0)) / max(pages, 1)
+    report["cpu_ms_per_page"] = 1000 * (report.get("cpu_parent", 0) + report.get("cpu_workers", 0)
+                                        + report.get("cpu_scheduler", 0)) / max(pages, 1)
     # What else kept the machine's CPUs busy meanwhile (other programs, and this benchmark's
     # own sampler), in cores: on a 2-core machine anything above ~0.1 skews the figures.
     own = (report.get("cpu_process_total") or report.get("cpu_parent", 0) + report.get("cpu_workers", 0)) \
@@ -303,14 +409,15 @@ def fmt(value, spec: str, missing: str = "-") -> str:
 
 
 def table(reports: list[dict]) -> str:
-    head = ("tool", "in flight", "pages", "pages/s", "% of limit", "CPU ms/page", "(main+workers)",
+    head = ("tool", "in flight", "pages", "pages/s", "% of limit", "CPU ms/page", "(main+workers[+scheduler])",
             "peak MB", "(main+rest)", "procs", "1st page s", "last page s", "total s", "stored", "records")
     rows = [head]
     for r in reports:
         rows.append((
             r["tool"], str(r["concurrency"]), str(r["pages"]), fmt(r["pages_per_s"], ".1f"),
             fmt(100 * r["share_of_limit"], ".1f"), fmt(r["cpu_ms_per_page"], ".2f"),
-            f"{1000 * r.get('cpu_parent', 0) / r['pages']:.2f}+{1000 * r.get('cpu_workers', 0) / r['pages']:.2f}",
+            f"{1000 * r.get('cpu_parent', 0) / r['pages']:.2f}+{1000 * r.get('cpu_workers', 0) / r['pages']:.2f}"
+            + (f"+{1000 * r['cpu_scheduler'] / r['pages']:.2f}" if "cpu_scheduler" in r else ""),
             fmt(r["peak_mb"], ".1f"),
             f"{r['peak_main_pss_kb'] / 1024:.0f}+{(r['peak_pss_kb'] - r['peak_main_pss_kb']) / 1024:.0f}"
             if r["peak_mb"] else "-",
@@ -372,7 +479,7 @@ def targets(reports: list[dict], args) -> list[tuple[str, bool]]:
 def pool_kinds(text: str) -> list[str]:
     kinds = [v.strip() for v in text.split(",") if v.strip()]
     if not kinds or set(kinds) - set(POOL_OF_TOOL.values()):
-        raise argparse.ArgumentTypeError(f"pools are process and thread, not {text!r}")
+        raise argparse.ArgumentTypeError(f"pools are process, thread and dask, not {text!r}")
     return kinds
 
 
@@ -397,7 +504,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scrapy", action=argparse.BooleanOptionalAction, default=None,
                         help="also run the Scrapy spider (default: when Scrapy is installed; not with --smoke)")
     parser.add_argument("--pools", type=pool_kinds, default=["process"],
-                        help="the crawler's pools to run, e.g. process,thread (default process)")
+                        help="the crawler's pools to run, e.g. process,thread,dask (default process)")
+    parser.add_argument("--dask-scheduler", default="", metavar="ADDRESS",
+                        help="with --pools dask: a running cluster's scheduler (default: start one per run)")
+    parser.add_argument("--dask-workers", type=int, default=2, metavar="N",
+                        help="with --pools dask and no --dask-scheduler: worker processes, the in-flight "
+                             "count's threads spread over them (default 2)")
     parser.add_argument("--smoke", action="store_true", help="a few pages, fast: for CI")
     parser.add_argument("--profile", choices=("none", "timers", "cprofile"), default="none",
                         help="time the crawler's main-process work per page (timers) or cProfile it")

@@ -41,11 +41,13 @@ from crawler.sites import SITES, Board  # noqa: E402
 PAGE_PATH = "/board/4?offset={}"
 
 
-def config_text(base_url: str, concurrency: int, db: str, per_host: int | None = None, pool: str = "process") -> str:
+def config_text(base_url: str, concurrency: int, db: str, per_host: int | None = None, pool: str = "process",
+                dask_scheduler: str = "") -> str:
     return (
         f'database = "{db}"\n'
         "[crawl]\n"
         f'pool = "{pool}"\n'
+        f'dask_scheduler = "{dask_scheduler}"\n'
         f"workers = {concurrency}\n"
         "delay_per_host = 0.0\n"
         f"max_in_flight_per_host = {per_host or concurrency}\n"
@@ -151,11 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--profile", choices=("none", "timers", "cprofile"), default="none")
     parser.add_argument("--per-host", type=int, default=None, help="max_in_flight_per_host (default: --concurrency)")
-    parser.add_argument("--pool", choices=("process", "thread"), default="process")
+    parser.add_argument("--pool", choices=("process", "thread", "dask"), default="process")
+    parser.add_argument("--dask-scheduler", default="", metavar="ADDRESS",
+                        help="with --pool dask: the scheduler of a running cluster (empty: a local cluster)")
     args = parser.parse_args(argv)
 
     install_board(args.pages)
-    config = parse_config(config_text(args.base_url, args.concurrency, args.db, args.per_host, args.pool), "bench.toml")
+    config = parse_config(config_text(args.base_url, args.concurrency, args.db, args.per_host, args.pool,
+                                      args.dask_scheduler), "bench.toml")
 
     callback_profile = main_profile = None
     if args.profile == "cprofile":
