@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .pools import POOL_KINDS
+from .pools import DASK_CONNECT_TIMEOUT, POOL_KINDS
 from .sites import BROKEN, SITES
 from .errors import CrawlerError
 
@@ -42,6 +42,7 @@ class Config:
     workers: int
     pool: str
     dask_scheduler: str
+    dask_timeout: float
     start_method: str
     request_timeout: float
     page_deadline: float
@@ -74,6 +75,8 @@ CRAWL_KEYS: dict[str, Key] = {
     "pool": Key(str, "process", f"where downloads run: {', '.join(POOL_KINDS)} (`--pool`)"),
     "dask_scheduler": Key(str, "", "with the dask pool, a running scheduler's address; empty starts a local cluster "
                                    "(`--dask-scheduler`)"),
+    "dask_timeout": Key((int, float), DASK_CONNECT_TIMEOUT, "with the dask pool, seconds the scheduler has to answer; "
+                                                            "one silent for longer mid-crawl counts as lost"),
     "start_method": Key(str, "default", f"how the process pool starts processes: {', '.join(START_METHODS)}"),
     "request_timeout": Key((int, float), 10.0, "seconds to wait for a connection or the next bytes"),
     "page_deadline": Key((int, float), 60.0, "seconds one page's download may take in all"),
@@ -193,7 +196,7 @@ def parse_config(text: str, path: str = "crawl.toml") -> Config:
             raise ConfigError(f"crawl.{key} must be at least 1, not {settings[key]}")
     if settings["workers"] > MAX_WORKERS:
         raise ConfigError(f"crawl.workers must be at most {MAX_WORKERS}, not {settings['workers']}")
-    for key in ("request_timeout", "page_deadline"):
+    for key in ("request_timeout", "page_deadline", "dask_timeout"):
         if settings[key] <= 0:
             raise ConfigError(f"crawl.{key} must be more than 0, not {settings[key]}")
     for key in ("delay_per_host", "retry_backoff"):

@@ -6,36 +6,54 @@ that ends. Each kind sets up crawler.fetch in its workers the way init_worker do
 - process: init_worker itself (one Session per process, Ctrl-C left to the driver);
 - thread: one Session per thread (requests.Session is not thread-safe) and no signal
   calls (signal.signal raises ValueError outside the main thread);
-- dask: a WorkerPlugin does the same on every worker, including one Dask restarts after
-  it died. Dask is an optional extra: this module imports it only when a dask pool is made.
+- dask: a WorkerPlugin, one per crawl, sets up that crawl's downloads on every worker
+  (including one Dask restarts after it died) and is removed when the crawl ends. Pages go
+  from the driver straight to a worker's handler and back, not as Dask tasks: a task costs
+  the scheduler, the worker and the driver about 11 ms of CPU, four times the download.
+  Dask is an optional extra: this module imports it only when a dask pool is made.
 
 In threads (thread, dask) fetch() cannot use its SIGALRM hard deadline; the per-chunk
 check in fetch._read and the scheduler's per-task deadline bound a slow page instead.
 """
 from __future__ import annotations
 
+import asyncio
 import gc
+import importlib.metadata
+import itertools
 import logging
 import math
 import multiprocessing
 import multiprocessing.pool
 import os
+import platform
+import queue
 import signal
 import sys
 import threading
-from functools import partial
+import uuid
+import warnings
+from collections import Counter
+from dataclasses import dataclass
 from multiprocessing.pool import ThreadPool
+from types import FunctionType
 from typing import Any, Callable, Protocol
 
-from .fetch import BLOCKED, SiteStops, WorkerSettings, configure, init_worker, stop_here
+from . import fetch as fetch_module
+from .fetch import BLOCKED, FetchResult, FetchTask, SiteStops, WorkerSettings, configure, fetch, init_worker
 from .errors import CrawlerError
 
 POOL_KINDS = ("process", "thread", "dask")
 DASK_MISSING = "the dask pool needs dask.distributed: pip install -e '.[dask]'"
-# Seconds to reach a configured dask scheduler; to fetch one result; to shut a pool down.
-DASK_CONNECT_TIMEOUT = 10.0
-DASK_RESULT_TIMEOUT = 30.0
+# crawl.dask_timeout's default: seconds for the dask scheduler to answer (connecting, checking
+# the workers, registering and removing the crawl's plugin), and after which a scheduler that
+# stopped answering counts as lost.
+DASK_CONNECT_TIMEOUT = 30.0
 DASK_TERMINATE_TIMEOUT = 4.0  # under scheduler.shutdown_pool's 5 s, so its fallback is never needed
+# Seconds between two requests for the cluster's running workers (also the scheduler's heartbeat).
+DASK_WATCH_INTERVAL = 1.0
+# Seconds between two looks for a worker, when none can take a page.
+DASK_NO_WORKER_WAIT = 0.1
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +76,20 @@ class Pool(Protocol):
 
 
 def make_pool(kind: str, workers: int, settings: WorkerSettings, start_method: str | None = None,
-              dask_address: str | None = None, stops: SiteStops | None = None) -> Pool:
+              dask_address: str | None = None, stops: SiteStops | None = None, dask_timeout: float | None = None,
+              verbose: bool = False) -> Pool:
     """A Pool-shaped object of the given kind whose workers are set up to run crawler.fetch.fetch.
 
     start_method applies to the process pool only (Dask starts its worker processes with spawn).
     stops: the sites' stop flags, shared by every pool of one crawl (a new pool must not
     ask a site the crawl gave up on); made here when not given. A Dask pool's workers
-    each keep their own, set through the scheduler: they are on other hosts.
+    each keep their own, set by the driver: they are on other hosts. dask_timeout
+    (crawl.dask_timeout) bounds each exchange with the dask scheduler; verbose lets Dask's
+    own log lines through (-v).
     """
     if kind == "dask":
-        return DaskPool.start(workers, settings, address=dask_address or None)
+        return DaskPool.start(workers, settings, address=dask_address or None, timeout=dask_timeout,
+                              verbose=verbose)
     if kind not in POOL_KINDS:
         raise ValueError(f"unknown pool {kind!r} (known: {', '.join(POOL_KINDS)})")
     pool: ProcessPool | SiteThreadPool
@@ -132,33 +154,64 @@ class ProcessPool(_SharedStops, multiprocessing.pool.Pool):
         return [self._change_notifier._reader]
 
 
+def _crawl_fetch(settings: WorkerSettings) -> tuple[Callable[[FetchTask], FetchResult], Callable[[str, int], None]]:
+    """crawler.fetch's fetch and stop_here with state of their own: one crawl's settings, stop flags, sessions.
+
+    crawler.fetch keeps that state in module globals, one set per process, while a Dask
+    worker may serve several crawls at once. Its functions are rebound here to a copy of
+    its namespace, which configure() then fills for this crawl alone.
+    """
+    own = vars(fetch_module)
+    namespace = dict(own)
+    for name, value in own.items():
+        if isinstance(value, FunctionType) and value.__globals__ is own:
+            namespace[name] = FunctionType(value.__code__, namespace, value.__name__, value.__defaults__,
+                                           value.__closure__)
+            namespace[name].__kwdefaults__ = value.__kwdefaults__
+    namespace["_local"] = threading.local()  # each thread's Session for this crawl
+    namespace["configure"](settings, SiteStops(settings.sites))
+    return namespace["fetch"], namespace["stop_here"]
+
+
 def _session_plugin_class() -> type:
     """Build SessionPlugin on first use: it subclasses dask's WorkerPlugin (duck types are refused)."""
     from distributed.diagnostics.plugin import WorkerPlugin
+    from distributed.protocol import to_serialize
 
     class SessionPlugin(WorkerPlugin):
-        """Sets up crawler.fetch on each Dask worker, as init_worker does in a process pool."""
+        """One crawl's downloads on a Dask worker: its handlers `name` (a page) and `name`-stop (a site's flag)."""
 
-        name = "crawler-sessions"
-        idempotent = False  # registering again (a fresh pool) replaces the settings
+        idempotent = False
 
-        def __init__(self, settings: WorkerSettings, ignore_sigint: bool = False) -> None:
-            self.settings = settings
-            self.ignore_sigint = ignore_sigint
+        def __init__(self, name: str, settings: WorkerSettings, ignore_sigint: bool = False) -> None:
+            self.name, self.settings, self.ignore_sigint = name, settings, ignore_sigint
 
         def setup(self, worker: Any) -> None:
             # Our own worker processes share the terminal: Ctrl-C is for the driver to handle.
             if self.ignore_sigint and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-            configure(self.settings, SiteStops(self.settings.sites))
+            self._fetch, self._stop = _crawl_fetch(self.settings)
+            self._threads = worker.executors["default"]  # the worker's --nthreads
+            worker.handlers[self.name] = self.fetch
+            worker.handlers[f"{self.name}-stop"] = self.stop
+
+        def teardown(self, worker: Any) -> None:
+            for op in (self.name, f"{self.name}-stop"):
+                worker.handlers.pop(op, None)
+
+        async def fetch(self, task: FetchTask) -> dict[str, Any]:
+            """A page, downloaded in one of the worker's threads; what it raised is an answer too."""
+            try:
+                result = await asyncio.get_running_loop().run_in_executor(self._threads, self._fetch, task)
+            except Exception as exc:  # noqa: BLE001 - a FetchError, or a fault: the driver's error callback gets it
+                return {"status": "error", "exception": to_serialize(exc)}
+            return {"status": "OK", "result": to_serialize(result)}
+
+        def stop(self, site: str, why: int) -> None:
+            self._stop(site, why)
 
     SessionPlugin.__module__, SessionPlugin.__qualname__ = __name__, "SessionPlugin"
     return SessionPlugin
-
-
-async def _stop_on_worker(site: str, why: int) -> None:
-    """stop_here, in a Dask worker's event loop: Dask runs only coroutines without waiting for them."""
-    stop_here(site, why)
 
 
 def __getattr__(name: str) -> Any:
@@ -169,124 +222,268 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class DaskPool:
-    """A dask.distributed Client in the shape of multiprocessing.Pool, as the scheduler uses it."""
+def _versions() -> dict[str, str]:
+    """What must be the same on the driver and on every worker (run on each worker, by reference:
+    a worker without the crawler fails to unpickle it, which says so)."""
+    import dask
+    import distributed
 
-    # Dask reruns a dead worker's tasks elsewhere; a new cluster would only cost seconds.
+    try:
+        crawler = importlib.metadata.version("crawler")
+    except importlib.metadata.PackageNotFoundError:
+        crawler = "(not installed)"
+    return {"crawler": crawler, "Python": ".".join(platform.python_version_tuple()[:2]),
+            "dask": dask.__version__, "distributed": distributed.__version__}
+
+
+def _quiet_dask() -> None:
+    """Dask's own log lines (reconnecting, rescheduling, version tables) are not the crawl's to show; -v shows them."""
+    for name in [n for n in logging.root.manager.loggerDict if n == "distributed" or n.startswith("distributed.")]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _named(workers: list[str]) -> str:
+    """'dask worker A', 'dask workers A, B, C and 4 more': one line whatever the cluster's size."""
+    shown = ", ".join(workers[:3]) + (f" and {len(workers) - 3} more" if len(workers) > 3 else "")
+    return f"dask worker{'s' if len(workers) > 1 else ''} {shown}"
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+@dataclass(frozen=True)
+class DaskCall:
+    """What DaskPool.apply_async returns: the call's key, new for each call (a retry is another call)."""
+
+    key: str
+
+
+class DaskPool:
+    """A dask.distributed cluster in the shape of multiprocessing.Pool, as the scheduler uses it.
+
+    Every page is a call from the driver to a worker's handler, on the Dask client's event
+    loop: to the running worker with the most threads free, again elsewhere if that worker
+    dies or cannot be reached (as Dask reruns a dead worker's tasks). The callbacks run on
+    a thread of their own, one at a time, in the order the pages came back.
+    """
+
+    # A worker lost mid-page has its page sent elsewhere; a new cluster would only cost seconds.
     replace_when_task_lost = False
-    # The cluster runs as many tasks at once as it has threads, whatever `workers` says.
+    # The cluster may have more threads than `workers`: the scheduler submits only as many pages.
     runs_at_most_workers = False
 
-    def __init__(self, client: Any, cluster: Any = None) -> None:
-        self.client, self.cluster = client, cluster
-        self._futures: set[Any] = set()
-        self._lock = threading.Lock()
-        self._state = "run"  # then "close" or "terminate"
+    def __init__(self, client: Any, cluster: Any, address: str, timeout: float) -> None:
+        self.client, self.cluster, self.address, self.timeout = client, cluster, address, timeout
+        # The plugin's name, and its handlers': the crawl's own, so that crawls sharing a cluster stay apart.
+        self.name = f"crawler-{uuid.uuid4().hex}"
+        self._state = "run"  # then "terminate"
+        self._lost: str | None = None  # why the scheduler counts as gone
+        self._calls = itertools.count(1)
+        # On the event loop only: threads per running worker, pages each has now, workers not asked until when.
+        self._threads: dict[str, int] = {}
+        self._busy: Counter[str] = Counter()
+        self._shunned: dict[str, float] = {}
+        self._answers: queue.SimpleQueue = queue.SimpleQueue()
+        self._callbacks = threading.Thread(target=self._run_callbacks, name="dask-pool-callbacks", daemon=True)
         self._stopper: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     @classmethod
-    def start(cls, workers: int, settings: WorkerSettings, address: str | None = None,
-              processes: bool = True, n_workers: int | None = None) -> DaskPool:
-        """Connect to the scheduler at address, or start a LocalCluster: a few processes, threads in each."""
+    def start(cls, workers: int, settings: WorkerSettings, address: str | None = None, processes: bool = True,
+              n_workers: int | None = None, timeout: float | None = None, verbose: bool = False) -> DaskPool:
+        """Connect to the scheduler at address, or start a LocalCluster (a few processes, threads in each);
+        check the workers can run this crawler, and set the crawl up on them. Each step is bounded by
+        timeout (crawl.dask_timeout); whatever fails is a one-line PoolUnavailable."""
         try:
             from distributed import Client, LocalCluster
-            from distributed.comm import get_address_host_port
         except ImportError:
             raise PoolUnavailable(DASK_MISSING) from None
-        plugin_class = sys.modules[__name__].SessionPlugin
+        timeout = timeout or DASK_CONNECT_TIMEOUT
+        if not verbose:
+            _quiet_dask()
         cluster = client = None
         try:
-            if address:
-                if not address.startswith("inproc://"):
-                    # A bad address checked here, not by Client(): a half-made Client complains at exit.
-                    get_address_host_port(address)
-                client = Client(address, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False)
-            else:
-                n_workers = n_workers or (min(2, workers) if processes else 1)
-                # Its HTTP server on any free loopback port: a fresh pool may start before the old one ends.
-                cluster = LocalCluster(n_workers=n_workers, threads_per_worker=math.ceil(workers / n_workers),
-                                       processes=processes, dashboard_address="127.0.0.1:0",
-                                       silence_logs=logging.ERROR)
-                client = Client(cluster, set_as_default=False)
-            client.register_plugin(plugin_class(settings, ignore_sigint=cluster is not None and processes))
+            with warnings.catch_warnings():
+                if not verbose:
+                    warnings.simplefilter("ignore")  # Dask's table of mismatched versions: checked below, in one line
+                if address:
+                    _answers_handshake(address, timeout)
+                    client = Client(address, timeout=timeout, set_as_default=False)
+                else:
+                    n_workers = n_workers or (min(2, workers) if processes else 1)
+                    # Its HTTP server on any free loopback port: a fresh pool may start before the old one ends.
+                    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=math.ceil(workers / n_workers),
+                                           processes=processes, dashboard_address="127.0.0.1:0",
+                                           silence_logs=logging.ERROR if not verbose else False)
+                    client = Client(cluster, set_as_default=False)
+            pool = cls(client, cluster, address or cluster.scheduler_address, timeout)
         except BaseException as exc:
-            pool = cls(client, cluster)
-            pool.terminate()
+            DaskPool(client, cluster, address or "", timeout).terminate()
             if isinstance(exc, (OSError, ValueError)) and address:  # unreachable, or not an address
-                raise PoolUnavailable(f"cannot reach the dask scheduler at {address}: {exc}") from None
-            if isinstance(exc, ImportError):  # remote workers without this package
-                raise PoolUnavailable(f"the dask workers cannot set up the crawler: {exc!r}") from None
+                raise PoolUnavailable(f"cannot reach the dask scheduler at {address}: {_reason(exc)}") from None
             raise
-        return cls(client, cluster)
+        try:
+            pool._set_up(settings, ignore_sigint=cluster is not None and processes, check=bool(address))
+        except BaseException:
+            pool.terminate()
+            raise
+        return pool
 
+    def _set_up(self, settings: WorkerSettings, ignore_sigint: bool, check: bool) -> None:
+        """Check the workers of a cluster we did not start; register the crawl's plugin; watch the scheduler."""
+        if check:
+            try:
+                self.client.wait_for_workers(1, timeout=self.timeout)
+            except TimeoutError:
+                raise PoolUnavailable(f"the dask scheduler at {self.address} has no workers (none came within "
+                                      f"{self.timeout:g} s): start them with `dask worker {self.address}`") from None
+            self._check_workers(list(self._bounded(self.client.scheduler.ncores_running, "listing its workers")))
+        plugin = sys.modules[__name__].SessionPlugin(self.name, settings, ignore_sigint)
+        try:
+            self._bounded(self.client._register_worker_plugin, "setting the crawl up on its workers",
+                          plugin, self.name, False)
+        except PoolUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - say, a worker without this package, joined since the check
+            raise PoolUnavailable(f"the dask workers cannot set up the crawler: {exc!r}") from None
+        self._threads = self._bounded(self.client.scheduler.ncores_running, "listing its workers")
+        self._callbacks.start()
+        self.client.loop.add_callback(self._watch)
+
+    def _check_workers(self, workers: list[str]) -> None:
+        """Every worker must import this crawler, with the same versions as here; and take calls from this host."""
+        here = _versions()
+        found = self._bounded(self.client._run, "checking its workers", _versions, workers=workers, on_error="return")
+        lacking = {w: r for w, r in found.items() if isinstance(r, BaseException)}
+        if lacking:
+            why = _reason(next(iter(lacking.values())))
+            raise PoolUnavailable(f"{_named(sorted(lacking))} cannot run the crawler ({why}): install it there, with "
+                                  f"the same Python, dask and distributed as this host, and restart the worker")
+        for worker, theirs in sorted(found.items()):
+            differ = [name for name in here if theirs.get(name) != here[name]]
+            if differ:
+                same = [w for w, r in found.items() if all(r.get(n) == theirs.get(n) for n in differ)]
+                raise PoolUnavailable(
+                    f"{_named(sorted(same))} {'has' if len(same) == 1 else 'have'} "
+                    f"{', '.join(f'{n} {theirs.get(n)}' for n in differ)}; this host has "
+                    f"{', '.join(f'{n} {here[n]}' for n in differ)}: install the same crawler, Python, dask and "
+                    f"distributed on every worker")
+        unreached = self._bounded(self._unreached, "checking its workers from this host", workers)
+        if unreached:
+            worker, exc = next(iter(unreached.items()))
+            raise PoolUnavailable(f"cannot reach {_named(sorted(unreached))} from this host ({_reason(exc)}): the "
+                                  f"crawler sends each page to its worker directly; let this host connect to {worker}")
+
+    async def _unreached(self, workers: list[str]) -> dict[str, BaseException]:
+        answers = await asyncio.gather(*(self.client.rpc(w).identity() for w in workers), return_exceptions=True)
+        return {w: a for w, a in zip(workers, answers) if isinstance(a, BaseException)}
+
+    def _bounded(self, call: Callable[..., Any], what: str, *args: Any, **kwargs: Any) -> Any:
+        """call(*args, **kwargs) on the client's event loop, within the timeout: Dask's own calls wait forever."""
+        try:
+            return self.client.sync(call, *args, callback_timeout=self.timeout, **kwargs)
+        except (TimeoutError, asyncio.TimeoutError):
+            raise PoolUnavailable(f"the dask scheduler at {self.address} did not answer within {self.timeout:g} s "
+                                  f"({what})") from None
+
+    # -- pages ---------------------------------------------------------------------------------
     def apply_async(self, fn: Callable[..., Any], args: tuple = (), kwds: dict | None = None,
                     callback: Callable[[Any], Any] | None = None,
-                    error_callback: Callable[[BaseException], Any] | None = None) -> Any:
-        """Submit fn(*args); pure=False, so a retry of the same call really runs again."""
+                    error_callback: Callable[[BaseException], Any] | None = None) -> DaskCall:
+        """Send fetch(task) to a worker; raise PoolUnavailable, with why, once the scheduler is lost."""
+        if fn is not fetch:
+            raise ValueError("a dask pool runs crawler.fetch.fetch only")
         if self._state != "run":
             raise ValueError("Pool not running")
-        future = self.client.submit(fn, *args, pure=False, **(kwds or {}))
-        with self._lock:
-            self._futures.add(future)
-        future.add_done_callback(partial(self._done, callback, error_callback))
-        return future
+        reason = self.broken()
+        if reason:
+            raise PoolUnavailable(reason)
+        (task,) = args
+        self.client.loop.add_callback(self._send, task, callback, error_callback)
+        return DaskCall(f"{self.name}-{next(self._calls)}")
 
-    def _done(self, callback: Callable[[Any], Any] | None, error_callback: Callable[[BaseException], Any] | None,
-              future: Any) -> None:
-        """On Dask's one callback thread, in completion order, as the stdlib result handler: never raises."""
-        try:
-            with self._lock:
-                self._futures.discard(future)  # the result is freed on the worker once it is read
-            if self._state == "terminate" or future.cancelled():
-                return
+    async def _send(self, task: FetchTask, callback: Callable[[Any], Any] | None,
+                    error_callback: Callable[[BaseException], Any] | None) -> None:
+        from distributed.protocol import to_serialize
+
+        while self._state == "run":
+            worker = self._pick()
+            if worker is None:
+                await asyncio.sleep(DASK_NO_WORKER_WAIT)
+                continue
+            self._busy[worker] += 1
             try:
-                if future.status == "error":
-                    value, handler = future.exception(timeout=DASK_RESULT_TIMEOUT), error_callback
-                else:
-                    value, handler = future.result(timeout=DASK_RESULT_TIMEOUT), callback
-            except BaseException as exc:  # noqa: BLE001 - lost data, a client closing: still an answer
-                value, handler = exc, error_callback
-            if handler is not None and self._state != "terminate":
+                answer = await getattr(self.client.rpc(worker), self.name)(task=to_serialize(task))
+            except Exception:  # noqa: BLE001 - the worker died, cannot be reached, or lacks the crawl: elsewhere
+                self._shunned[worker] = asyncio.get_running_loop().time() + self.timeout
+                continue
+            finally:
+                self._busy[worker] -= 1
+            if answer["status"] == "OK":
+                self._answers.put((callback, answer["result"]))
+            else:
+                self._answers.put((error_callback, answer["exception"]))
+            return
+
+    def _pick(self) -> str | None:
+        """The running worker with the most threads free, leaving out those that just failed a call."""
+        now = asyncio.get_running_loop().time()
+        ready = [w for w in self._threads if self._shunned.get(w, 0.0) <= now]
+        return max(ready, key=lambda w: self._threads[w] - self._busy[w], default=None)
+
+    def _run_callbacks(self) -> None:
+        """The callbacks, one at a time, in the order the answers came: never raises."""
+        while (answer := self._answers.get()) is not None:
+            handler, value = answer
+            if handler is None or self._state != "run":
+                continue
+            try:
                 handler(value)
-        except BaseException:  # noqa: BLE001
-            log.exception("a dask pool callback raised")
+            except BaseException:  # noqa: BLE001
+                log.exception("a dask pool callback raised")
+
+    async def _watch(self) -> None:
+        """The scheduler's running workers, every DASK_WATCH_INTERVAL: a scheduler that does not answer
+        within the timeout is lost."""
+        while self._state == "run":
+            try:
+                self._threads = await asyncio.wait_for(self.client.scheduler.ncores_running(), self.timeout)
+            except (asyncio.TimeoutError, TimeoutError):
+                self._lost = f"lost the dask scheduler at {self.address}: no answer within {self.timeout:g} s"
+                return
+            except Exception as exc:  # noqa: BLE001 - gone, refused, closed
+                self._lost = f"lost the dask scheduler at {self.address}: {_reason(exc)}"
+                return
+            await asyncio.sleep(DASK_WATCH_INTERVAL)
+
+    def broken(self) -> str | None:
+        """Why the pool can take no more pages (its scheduler is gone), or None."""
+        if self._lost is None and self.client.status not in ("running", "newly-created"):
+            self._lost = f"lost the dask scheduler at {self.address}: the connection to it closed"
+        return self._lost
 
     def stop_site(self, site: str, why: int = BLOCKED) -> None:
-        """Set the site's stop flag in every worker process, out of band of the tasks queued there."""
-        self.client.run(_stop_on_worker, site, why, wait=False)
+        """Set the site's stop flag on every worker, out of band of the pages they are downloading."""
+        self.client.loop.add_callback(self._stop_everywhere, site, why)
 
-    def close(self) -> None:
-        self._state = "close"
+    async def _stop_everywhere(self, site: str, why: int) -> None:
+        await asyncio.gather(*(getattr(self.client.rpc(w), f"{self.name}-stop")(site=site, why=why)
+                               for w in self._threads), return_exceptions=True)
 
-    def join(self, timeout: float = 60.0) -> None:
-        """Wait, within timeout, for the submitted tasks; then release the client and cluster."""
-        with self._lock:
-            futures = list(self._futures)
-        if futures:
-            from distributed import wait
-
-            try:
-                wait(futures, timeout=timeout)
-            except Exception:  # noqa: BLE001 - a timeout, a client gone: stop waiting either way
-                pass
-        self._shutdown(DASK_TERMINATE_TIMEOUT)
-
+    # -- the end -------------------------------------------------------------------------------
     def terminate(self) -> None:
-        """Cancel what is pending, close the client and our own cluster, within DASK_TERMINATE_TIMEOUT."""
+        """Drop what is pending; remove the crawl from the cluster; close the client and our own
+        cluster: within DASK_TERMINATE_TIMEOUT."""
         self._state = "terminate"
-        self._shutdown(DASK_TERMINATE_TIMEOUT)
-
-    def _shutdown(self, timeout: float) -> None:
-        """Close in a daemon thread; past the bound, kill our LocalCluster's worker processes."""
         with self._lock:
             if self._stopper is not None:
                 return
-            futures, self._futures = list(self._futures), set()
-            self._stopper = threading.Thread(target=self._stop, args=(futures,), name="dask-pool-shutdown",
-                                             daemon=True)
+            self._stopper = threading.Thread(target=self._stop, name="dask-pool-shutdown", daemon=True)
+        self._answers.put(None)
         pids = self._worker_pids()
         self._stopper.start()
-        self._stopper.join(timeout)
+        self._stopper.join(DASK_TERMINATE_TIMEOUT)
         if self._stopper.is_alive():
             for pid in pids:
                 try:
@@ -294,10 +491,11 @@ class DaskPool:
                 except OSError:
                     pass
 
-    def _stop(self, futures: list[Any]) -> None:
-        # No timeouts passed to dask here: one that expires leaves a "Future exception was never
-        # retrieved" on stderr. The bound is the caller's join.
-        for step in (lambda: futures and self.client.cancel(futures, force=True),
+    def _stop(self) -> None:
+        # Dask's calls within the timeout (one that expires unbounded leaves a "Future exception was
+        # never retrieved" on stderr); the caller's join bounds the whole.
+        for step in (lambda: self.client.sync(self.client._unregister_worker_plugin, self.name,
+                                              callback_timeout=self.timeout),
                      lambda: self.client.close(),
                      lambda: self.cluster.close()):
             try:
@@ -310,3 +508,24 @@ class DaskPool:
             return [n.process.process.pid for n in self.cluster.workers.values() if n.process and n.process.process]
         except Exception:  # noqa: BLE001
             return []
+
+
+def _answers_handshake(address: str, timeout: float) -> None:
+    """Raise unless a Dask server at address answers a handshake: Client() waits forever for one
+    that accepts the connection and says nothing (a dashboard's port, any silent listener)."""
+    from distributed.comm import connect, get_address_host_port
+
+    if not address.startswith("inproc://"):
+        get_address_host_port(address)  # a bad address said here (ValueError), not by a half-made Client
+
+    async def handshake() -> None:
+        comm = await connect(address, timeout=timeout)  # connecting alone: at most `timeout`
+        comm.abort()
+
+    try:
+        # The handshake gets a `timeout` of its own after connecting's.
+        asyncio.run(asyncio.wait_for(handshake(), 2 * timeout))
+    except (asyncio.TimeoutError, TimeoutError):
+        raise PoolUnavailable(f"nothing answered as a dask scheduler at {address} within {timeout:g} s: give the "
+                              f"scheduler's address (port 8786 unless it was started with another), not its "
+                              f"dashboard's") from None
