@@ -218,10 +218,15 @@ class DaskCluster:
         folder.mkdir(parents=True, exist_ok=True)
         self.workers: list[subprocess.Popen] = []
         scheduler_file = folder / "scheduler.json"
+        scheduler_file.unlink(missing_ok=True)  # an earlier cluster's address is not this one's
         self.scheduler = self._start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
                                       "--scheduler-file", str(scheduler_file), "--no-dashboard"], "scheduler")
-        self.address = self._wait(lambda: json.loads(scheduler_file.read_text(encoding="utf-8"))["address"],
-                                  self.scheduler, "the scheduler to write its address")
+        try:
+            self.address = self._wait(lambda: json.loads(scheduler_file.read_text(encoding="utf-8"))["address"],
+                                      self.scheduler, "the scheduler to write its address")
+        except BaseException:
+            self.stop()
+            raise
 
     def add_worker(self, nthreads: int, env: dict[str, str] | None = None, cwd: Path | None = None,
                    nanny: bool = True) -> subprocess.Popen:
@@ -352,9 +357,13 @@ def one_run(tool: str, server: Server, pages: int, concurrency: int, args, tmp: 
         address = args.dask_scheduler
         if not address:
             cluster = DaskCluster(tmp / f"dask-{concurrency}")
-            for _ in range(args.dask_workers):
-                cluster.add_worker(-(-concurrency // args.dask_workers))
-            cluster.wait_for_workers(args.dask_workers)
+            try:
+                for _ in range(args.dask_workers):
+                    cluster.add_worker(-(-concurrency // args.dask_workers))
+                cluster.wait_for_workers(args.dask_workers)
+            except BaseException:
+                cluster.stop()
+                raise
             address = cluster.address
         cmd += ["--dask-scheduler", address]
     if crawler and args.profile != "none":

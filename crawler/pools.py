@@ -492,12 +492,13 @@ class DaskPool:
                     pass
 
     def _stop(self) -> None:
-        # Dask's calls within the timeout (one that expires unbounded leaves a "Future exception was
-        # never retrieved" on stderr); the caller's join bounds the whole.
-        for step in (lambda: self.client.sync(self.client._unregister_worker_plugin, self.name,
-                                              callback_timeout=self.timeout),
-                     lambda: self.client.close(),
-                     lambda: self.cluster.close()):
+        # The plugin holds the crawl's cookies and headers: nothing of the crawl stays on the cluster.
+        # A lost scheduler holds nothing any more. The caller's join bounds the whole.
+        steps = [lambda: self.client.close(), lambda: self.cluster.close()]
+        if self.client is not None and not self.broken():
+            steps.insert(0, lambda: self.client.sync(self.client._unregister_worker_plugin, self.name,
+                                                     callback_timeout=self.timeout))
+        for step in steps:
             try:
                 step()
             except Exception:  # noqa: BLE001 - a part already gone, or not there at all
