@@ -1,5 +1,5 @@
-"""What the tests share: the real CLI in a subprocess, a real HTTP server on 127.0.0.1, and fixture
-folders changed for a scenario.
+"""What the tests share: the real CLI in a subprocess, a real HTTP server on 127.0.0.1, fixture
+folders changed for a scenario, and the offline crawl's size as the bundled fixtures give it.
 
 A plain module: test files import from here (`from tests.helpers import ...`); conftest.py holds
 only the pytest fixtures made from these.
@@ -17,11 +17,16 @@ import sys
 import sysconfig
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 import pytest
+
+from crawler.fetch import font_url
+from crawler.sites import SITES
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures"
@@ -309,3 +314,97 @@ def start_gated_crawl(tmp_path, server, gate, boards, free, late=None, **setting
     db = tmp_path / "m.db"
     return start_cli(str(cfg), "--db", str(db), stderr_to=tmp_path / "stderr.txt"), cfg, db, held
 
+
+# -- the offline crawl's size, from the fixtures ------------------------------------------------------
+
+@dataclass(frozen=True)
+class OfflineCounts:
+    """What a crawl of every board over the bundled fixtures finds, counted from the fixtures
+    themselves: so that a test of the whole offline crawl states its totals without a number
+    that the next fixture page would change.
+
+    page_records: (site, path) -> (board, records on the page); listed: the pages their boards name
+    before the crawl starts (Board.pages), the others being found through a pager;
+    robots: the sites with a robots.txt; fonts: the fonts (in the fixtures) the pages draw digits
+    with, and font_pages: the pages that draw digits with one of them.
+    """
+
+    page_records: dict[tuple[str, str], tuple[str, int]]
+    listed: frozenset[tuple[str, str]]
+    robots: int
+    fonts: int
+    font_pages: int
+
+    def _pages(self, site: str | None = None, boards: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+        return [key for key, (board, _) in self.page_records.items()
+                if site in (None, key[0]) and (not boards or board in boards)]
+
+    @property
+    def pages(self) -> int:
+        """Board pages, every site's."""
+        return len(self.page_records)
+
+    @property
+    def records(self) -> int:
+        """Records on every board page."""
+        return sum(n for _, n in self.page_records.values())
+
+    @property
+    def records_per_board(self) -> dict[tuple[str, str], int]:
+        """(site, board) -> its records."""
+        counts: dict[tuple[str, str], int] = {}
+        for (site, _), (board, n) in self.page_records.items():
+            counts[site, board] = counts.get((site, board), 0) + n
+        return counts
+
+    def pages_of(self, site: str, *boards: str) -> int:
+        """The pages of these boards of the site (of all its boards when none is named)."""
+        return len(self._pages(site, boards))
+
+    def records_of(self, site: str, *boards: str) -> int:
+        """The records of these boards of the site (of all its boards when none is named)."""
+        return sum(self.page_records[key][1] for key in self._pages(site, boards))
+
+    def records_at(self, site: str, path: str) -> int:
+        """The records on one page, by its path + query below the site's base URL."""
+        return self.page_records[site, path][1]
+
+    def listed_pages_of(self, site: str | None = None, *boards: str) -> int:
+        """The pages a crawl asks for when no pager is read, of these boards of the site (of every
+        board of it, or of every site, when none is named)."""
+        return len([key for key in self._pages(site, boards) if key in self.listed])
+
+
+def offline_counts(folder: Path = FIXTURES) -> OfflineCounts:
+    """The counts of the fixture folder's manifest: its board pages are the keys that are neither
+    /robots.txt nor a font (//HOST/PATH), each parsed with its site's parser."""
+    page_records: dict[tuple[str, str], tuple[str, int]] = {}
+    listed: set[tuple[str, str]] = set()
+    drawn: list[str] = []
+    pages = manifest(folder)
+    for site, entries in pages.items():
+        for path, entry in entries.items():
+            if path == "/robots.txt" or path.startswith("//"):
+                continue
+            body = (folder / entry["file"]).read_bytes()
+            url = SITES[site].base_url + path
+            records = SITES[site].parse(body.decode("utf-8"), url).records
+            page_records[site, path] = (_board_of(site, path), len(records))
+            if any(path in board.pages for board in SITES[site].boards.values()):
+                listed.add((site, path))
+            font = font_url(body, url)
+            if font and "//" + font.split("//", 1)[1] in entries:
+                drawn.append(font)
+    robots = sum("/robots.txt" in entries for entries in pages.values())
+    return OfflineCounts(page_records, frozenset(listed), robots, len(set(drawn)), len(drawn))
+
+
+def _board_of(site: str, path: str) -> str:
+    """The board a page is of: one that names it, or one that follows its pager on the same path."""
+    for board in SITES[site].boards.values():
+        if path in board.pages or (board.follow_pager and urlsplit(path).path == urlsplit(board.pages[0]).path):
+            return board.name
+    raise ValueError(f"fixtures/manifest.json: {site} {path} is a page of none of {site}'s boards")
+
+
+OFFLINE = offline_counts()

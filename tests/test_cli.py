@@ -21,7 +21,7 @@ from crawler import cli as cli_module
 from crawler.cli import cli
 from crawler.config import ConfigError, load_config
 from crawler.scheduler import CrawlResult, Interrupted, crawl
-from tests.helpers import REPO, rows
+from tests.helpers import OFFLINE, REPO, rows
 
 # The read commands that print rows from one crawl (diff's, with one run, has none: see below).
 READ_COMMANDS = [("runs",), ("stats",), ("top", "top100"), ("history", "霸王别姬"), ("search", "张国荣"), ("export",),
@@ -33,7 +33,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A database made by one offline crawl of crawl.toml, never written by the tests that use it."""
     path = tmp_path_factory.mktemp("cli") / "movies.db"
     result = crawl(load_config(REPO / "crawl.toml"), str(path), offline=True)
-    assert (result.status, result.records) == ("ok", 410)
+    assert (result.status, result.records) == ("ok", OFFLINE.records)
     return path
 
 
@@ -83,14 +83,15 @@ def test_every_format_holds_the_same_rows(db, command):
 def test_export_writes_csv_by_default(db):
     result = read(db, "export")
     assert result.stdout.splitlines()[0].startswith("run_id,site,board,rank,")
-    assert len(result.stdout.splitlines()) == 411
+    assert len(result.stdout.splitlines()) == 1 + OFFLINE.records
 
 
 def test_read_commands_show_the_run_they_read(db):
+    offline = (OFFLINE.pages, OFFLINE.records)
     [run] = as_rows(read(db, "runs", "--format", "json"), "json")
-    assert (run["id"], run["status"], run["pages_ok"], run["records"]) == (1, "ok", 26, 410)
+    assert (run["id"], run["status"], run["pages_ok"], run["records"]) == (1, "ok", *offline)
     [stats] = as_rows(read(db, "stats", "1", "--format", "json"), "json")
-    assert (stats["run"], stats["pages ok"], stats["records"], stats["new entries"]) == (1, 26, 410, 0)
+    assert (stats["run"], stats["pages ok"], stats["records"], stats["new entries"]) == (1, *offline, 0)
     top = as_rows(read(db, "top", "top250", "--limit", "3", "--format", "json"), "json")
     assert [(r["rank"], r["title"]) for r in top] == [(1, "肖申克的救赎"), (2, "霸王别姬"), (3, "泰坦尼克号")]
     history = as_rows(read(db, "history", "霸王别姬", "--board", "top100", "--format", "json"), "json")
@@ -111,16 +112,17 @@ def test_what_is_said_beside_the_rows_goes_to_stderr(db):
 def test_export_to_a_file_says_how_many(db, tmp_path):
     out = tmp_path / "run1.jsonl"
     result = read(db, "export", "--format", "jsonl", "--run", "1", "--out", out)
-    assert result.stdout == "" and result.stderr == f"410 records written to {out}\n"
-    assert len(out.read_text(encoding="utf-8").splitlines()) == 410
+    assert result.stdout == "" and result.stderr == f"{OFFLINE.records} records written to {out}\n"
+    assert len(out.read_text(encoding="utf-8").splitlines()) == OFFLINE.records
 
 
 def test_reparse_writes_and_says_what_it_did(db, tmp_path):
     copy = tmp_path / "movies.db"
     shutil.copyfile(db, copy)
     result = read(copy, "reparse")
-    assert result.stdout == "run 1: 26 stored pages parsed again, 26 ok; records 410 -> 410\n"
-    assert rows(copy, "select count(*) n from records") == [{"n": 410}]
+    pages, records = OFFLINE.pages, OFFLINE.records
+    assert result.stdout == f"run 1: {pages} stored pages parsed again, {pages} ok; records {records} -> {records}\n"
+    assert rows(copy, "select count(*) n from records") == [{"n": records}]
 
 
 def test_the_database_defaults_to_the_one_in_this_folders_crawl_toml(db, tmp_path, monkeypatch):

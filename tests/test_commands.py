@@ -16,7 +16,7 @@ import pytest
 from crawler.fetch import FetchTask
 from crawler.pipeline import PageOutcome
 from crawler.progress import Progress
-from tests.helpers import REPO, changed_fixtures, console_script, rows, run_cli
+from tests.helpers import OFFLINE, REPO, changed_fixtures, console_script, rows, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,8 @@ def as_json(db, *args):
 
 def test_runs_newest_first(db):
     runs = as_json(db, "runs")
-    assert [(r["id"], r["status"], r["records"], r["pages_ok"]) for r in runs] == [(2, "ok", 410, 26), (1, "ok", 410, 26)]
+    assert [(r["id"], r["status"], r["records"], r["pages_ok"]) for r in runs] == [
+        (2, "ok", OFFLINE.records, OFFLINE.pages), (1, "ok", OFFLINE.records, OFFLINE.pages)]
     table = cli(db, "runs").stdout.splitlines()
     assert table[0].split()[:4] == ["id", "started", "finished", "status"] and table[2].split()[0] == "2"
     parsed = list(csv.DictReader(io.StringIO(cli(db, "runs", "--format", "csv").stdout)))
@@ -51,8 +52,8 @@ def test_runs_newest_first(db):
 
 def test_stats_of_a_run_and_the_new_entries_it_brought(db):
     [latest] = as_json(db, "stats")
-    assert latest["run"] == 2 and latest["records"] == 410 and latest["new entries"] == 1  # 狮子王
-    assert latest["pages ok"] == 26 and latest["failed"] == 0 and latest["pages/s"] > 0
+    assert latest["run"] == 2 and latest["records"] == OFFLINE.records and latest["new entries"] == 1  # 狮子王
+    assert latest["pages ok"] == OFFLINE.pages and latest["failed"] == 0 and latest["pages/s"] > 0
     [first] = as_json(db, "stats", "1")
     assert first["run"] == 1 and first["new entries"] == 0
     assert "new entries" in cli(db, "stats", "1").stdout
@@ -112,14 +113,14 @@ def test_export_parses_back(db, tmp_path, fmt):
     records = {"csv": lambda: list(csv.DictReader(io.StringIO(text))),
                "json": lambda: json.loads(text),
                "jsonl": lambda: [json.loads(line) for line in text.splitlines()]}[fmt]()
-    assert len(records) == 410 and "410 records written" in result.stderr
+    assert len(records) == OFFLINE.records and f"{OFFLINE.records} records written" in result.stderr
     first = records[0]
     assert first["board"] == "top250" and first["title"] == "肖申克的救赎" and str(first["run_id"]) == "1"
 
 
 def test_export_to_standard_output(db):
     lines = cli(db, "export", "--format", "jsonl").stdout.splitlines()
-    assert len(lines) == 410 and all(json.loads(line)["run_id"] == 2 for line in lines)
+    assert len(lines) == OFFLINE.records and all(json.loads(line)["run_id"] == 2 for line in lines)
 
 
 def test_compare_joins_the_two_boards_on_title_and_year(db):
@@ -138,7 +139,9 @@ def test_reparse_rebuilds_a_runs_records_from_its_stored_pages(tmp_path):
         conn.execute("update records set title = 'garbled', score = null where run_id = 1 and board = 'hot'")
     result = run_cli("reparse", "1", "--db", str(path))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "run 1: 26 stored pages parsed again, 26 ok; records 410 -> 410"
+    pages, records = OFFLINE.pages, OFFLINE.records
+    assert result.stdout.strip() == (f"run 1: {pages} stored pages parsed again, {pages} ok; "
+                                     f"records {records} -> {records}")
     hot = rows(path, "select title, score from records where board = 'hot' order by rank")
     assert hot[0] == {"title": "哪吒之魔童降世", "score": 9.6} and not any(r["title"] == "garbled" for r in hot)
 
@@ -148,9 +151,9 @@ def test_record_writes_fixtures_that_replay_to_the_same_records(tmp_path):
     first, second = tmp_path / "a.db", tmp_path / "b.db"
     assert run_cli("crawl.toml", "--offline", "--db", str(first), "--record", str(recorded), "-q").returncode == 0
     manifest = json.loads((recorded / "manifest.json").read_text(encoding="utf-8"))
-    # 26 pages, each site's robots.txt, and the four fonts the pages draw digits with
-    assert sum(len(pages) for pages in manifest.values()) == 26 + 2 + 4
-    assert sum(key.startswith("//vfile.meituan.net/") for key in manifest["maoyan"]) == 4
+    # the board pages, each site's robots.txt, and the fonts the pages draw digits with
+    assert sum(len(pages) for pages in manifest.values()) == OFFLINE.pages + OFFLINE.robots + OFFLINE.fonts
+    assert sum(key.startswith("//vfile.meituan.net/") for key in manifest["maoyan"]) == OFFLINE.fonts
     assert manifest["maoyan"]["/board/4?offset=10"]["file"] == "maoyan/board_4_offset_10.html"
     assert run_cli("crawl.toml", "--fixtures", str(recorded), "--db", str(second), "-q").returncode == 0
     columns = "site, board, rank, movie_id, title, score, votes, release_date, obfuscated"
@@ -160,9 +163,10 @@ def test_record_writes_fixtures_that_replay_to_the_same_records(tmp_path):
 
 def test_verbose_names_every_page_and_quiet_only_the_summary(tmp_path):
     loud = run_cli("crawl.toml", "--offline", "--db", str(tmp_path / "v.db"), "-v")
-    assert loud.stderr.count("      ok  https://") == 26
+    assert loud.stderr.count("      ok  https://") == OFFLINE.pages
     quiet = run_cli("crawl.toml", "--offline", "--db", str(tmp_path / "q.db"), "-q")
-    assert quiet.stderr.splitlines()[0].startswith("run 1 ok: 26 pages ok") and "https://" not in quiet.stderr
+    assert quiet.stderr.splitlines()[0].startswith(f"run 1 ok: {OFFLINE.pages} pages ok")
+    assert "https://" not in quiet.stderr
 
 
 def test_a_terminal_gets_a_progress_bar(tmp_path):
@@ -186,7 +190,7 @@ def test_a_terminal_gets_a_progress_bar(tmp_path):
         assert process.wait(timeout=120) == 0
         os.close(leader)
     text = seen.decode("utf-8", "replace")
-    assert "26/26" in text and "page/s" in text and "records=" in text
+    assert f"{OFFLINE.pages}/{OFFLINE.pages}" in text and "page/s" in text and "records=" in text
 
 
 
@@ -243,7 +247,7 @@ def test_datasette_shows_labels_and_facets(db):
     assert result.returncode == 0, result.stderr
     page = json.loads(result.stdout)
     assert set(page["facet_results"]) >= {"board", "run_id", "site"}
-    assert page["filtered_table_rows_count"] == 20
+    assert page["filtered_table_rows_count"] == 2 * OFFLINE.records_of("maoyan", "hot")  # two runs
     run = page["rows"][0]["run_id"]
     assert run["value"] in (1, 2) and run["label"].startswith("20")  # labelled with its start time
 

@@ -13,12 +13,11 @@ from crawler import engine, scheduler, store
 from crawler.config import load_config
 from crawler.progress import Progress
 from crawler.sites import SITES, Board
-from tests.helpers import (HOLD_BOUND, REPO, board_pages, config, console_script, fixture_pages, rows, run_cli,
-                            send, stored_pages, wait_for, write_config)
+from tests.helpers import (HOLD_BOUND, OFFLINE, REPO, board_pages, config, console_script, fixture_pages, rows,
+                           run_cli, send, stored_pages, wait_for, write_config)
 
-EXPECTED_ROWS = {("maoyan", "top100"): 100, ("maoyan", "hot"): 10, ("maoyan", "most-wanted"): 30,
-                 ("maoyan", "cn-box-office"): 10, ("maoyan", "na-box-office"): 10, ("douban", "top250"): 250}
-PAGES = 26
+EXPECTED_ROWS = OFFLINE.records_per_board
+PAGES = OFFLINE.pages
 
 
 def board_counts(db, run_id):
@@ -38,13 +37,13 @@ def test_offline_crawl_stores_every_board_under_every_start_method(tmp_path, met
     result = run_cli(str(config), "--offline", "--db", str(db), "--workers", "2")
     assert result.returncode == 0, result.stderr
     assert board_counts(db, 1) == EXPECTED_ROWS
-    assert "run 1 ok: 26 pages ok, 0 failed, 0 blocked; 410 records stored" in result.stderr
+    assert f"run 1 ok: {PAGES} pages ok, 0 failed, 0 blocked; {OFFLINE.records} records stored" in result.stderr
     ranks = [r["rank"] for r in rows(db, "select rank from records where board = 'top250' order by rank")]
-    assert ranks == list(range(1, 251))
+    assert ranks == list(range(1, OFFLINE.records_of("douban", "top250") + 1))
     ranks = [r["rank"] for r in rows(db, "select rank from records where board = 'top100' order by rank")]
-    assert ranks == list(range(1, 101))
+    assert ranks == list(range(1, OFFLINE.records_of("maoyan", "top100") + 1))
     [run] = rows(db, "select * from runs")
-    assert run["status"] == "ok" and run["pages_ok"] == PAGES and run["records"] == 410
+    assert run["status"] == "ok" and run["pages_ok"] == PAGES and run["records"] == OFFLINE.records
     assert run["started"] <= run["finished"] and run["config"] == config.read_text(encoding="utf-8")
     pages = rows(db, "select outcome, attempts, status from pages")
     assert len(pages) == PAGES and all(p == {"outcome": "ok", "attempts": 1, "status": 200} for p in pages)
@@ -75,8 +74,8 @@ def test_records_hold_the_parsed_values(tmp_path):
     assert all(r["votes"] > 0 and r["url"].startswith("https://movie.douban.com/subject/") for r in douban)
     wanted = rows(db, "select * from records where board = 'most-wanted'")
     # Drawn with the pages' web fonts, read by shape: every number is there, none left hidden.
-    assert len(wanted) == 30 and all(r["month_wish"] > 0 and r["total_wish"] > 0 and not r["obfuscated"]
-                                     for r in wanted)
+    assert len(wanted) == OFFLINE.records_of("maoyan", "most-wanted")
+    assert all(r["month_wish"] > 0 and r["total_wish"] > 0 and not r["obfuscated"] for r in wanted)
 
 
 def test_live_path_against_a_local_server_stores_what_it_can_and_names_the_rest(tmp_path, server):
@@ -88,7 +87,9 @@ def test_live_path_against_a_local_server_stores_what_it_can_and_names_the_rest(
     assert result.returncode == 1, result.stderr
     assert f"not stored: {server.url}/board/4?offset=30: HTTP 404" in result.stderr
     counts = board_counts(db, 1)
-    assert counts[("maoyan", "top100")] == 90 and counts[("maoyan", "most-wanted")] == 30
+    assert counts[("maoyan", "top100")] == OFFLINE.records_of("maoyan", "top100") - OFFLINE.records_at(
+        "maoyan", "/board/4?offset=30")
+    assert counts[("maoyan", "most-wanted")] == OFFLINE.records_of("maoyan", "most-wanted")
     assert rows(db, "select status from runs")[0]["status"] == "partial"
     [page] = rows(db, "select * from pages where outcome != 'ok'")
     assert page["status"] == 404 and page["error"] == "HTTP 404" and page["attempts"] == 1
@@ -109,7 +110,7 @@ def test_a_503_is_retried_and_the_page_stored(tmp_path, server):
     assert result.returncode == 0, result.stderr
     [page] = rows(db, "select * from pages")
     assert page["outcome"] == "ok" and page["attempts"] == 2
-    assert board_counts(db, 1) == {("maoyan", "hot"): 10}
+    assert board_counts(db, 1) == {("maoyan", "hot"): OFFLINE.records_of("maoyan", "hot")}
 
 
 def test_a_database_that_cannot_be_written_is_one_line_and_exit_2(tmp_path):
@@ -170,7 +171,7 @@ def test_every_pool_stores_the_same_records(tmp_path, pool):
     assert run_cli("crawl.toml", "--offline", "--db", str(reference), "-q").returncode == 0
     result = run_cli("crawl.toml", "--offline", "--pool", pool, "--db", str(other), "-q")
     assert result.returncode == 0, result.stderr
-    assert rows(other, query) == rows(reference, query) and len(rows(other, query)) == 410
+    assert rows(other, query) == rows(reference, query) and len(rows(other, query)) == OFFLINE.records
 
 
 def test_the_dask_pool_without_dask_installed_says_how_to_get_it(tmp_path):
@@ -230,7 +231,7 @@ def test_a_proxy_from_the_environment_is_used(tmp_path, server):
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert server.requests == ["http://maoyan.test/board/7"]
-    assert rows(tmp_path / "m.db", "select count(*) n from records")[0]["n"] == 10
+    assert rows(tmp_path / "m.db", "select count(*) n from records")[0]["n"] == OFFLINE.records_of("maoyan", "hot")
 
 
 def without_robots(tmp_path):
@@ -319,7 +320,7 @@ def test_a_page_that_arrives_alone_is_committed_alone(tmp_path, server, monkeypa
     for path, page in board_pages("maoyan").items():
         server.routes[path] = after_the_previous_is_stored(page)
     result = scheduler.crawl(load_config(config(tmp_path, server, workers=1)), str(db))
-    assert result.status == "ok" and groups == [1] * 10 and late == []
+    assert result.status == "ok" and groups == [1] * OFFLINE.pages_of("maoyan", "top100") and late == []
 
 
 def wait_for_quietly(predicate, timeout: float = HOLD_BOUND) -> bool:

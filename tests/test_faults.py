@@ -16,10 +16,11 @@ import pytest
 
 from crawler import engine, scheduler
 from crawler.config import load_config
-from tests.helpers import (HOLD_BOUND, VERIFY_PAGE, board_pages, config, fixture_pages, rows, run_cli, send,
-                           start_cli, start_gated_crawl, stored_pages, wait_for, write_config)
+from tests.helpers import (HOLD_BOUND, OFFLINE, VERIFY_PAGE, board_pages, config, fixture_pages, rows, run_cli,
+                           send, start_cli, start_gated_crawl, stored_pages, wait_for, write_config)
 
 TOP100 = tuple(f"/board/4?offset={n}" for n in range(0, 100, 10))
+TOP100_RECORDS = OFFLINE.records_of("maoyan", "top100")  # config()'s board by default
 SERVICE_UNAVAILABLE = (503, {"Content-Type": "text/plain"}, b"busy")
 
 
@@ -30,6 +31,11 @@ def _answer(handler, answers, final):
 
 def count_records(db, run_id=1):
     return rows(db, "select count(*) n from records where run_id = ?", run_id)[0]["n"]
+
+
+def records_on(server, urls) -> int:
+    """The records on these Maoyan pages of the test server, as the fixtures hold them."""
+    return sum(OFFLINE.records_at("maoyan", url.removeprefix(server.url)) for url in urls)
 
 
 class Overlap:
@@ -84,12 +90,12 @@ def test_politeness_bounds_requests_in_flight_and_spaces_them(tmp_path, server, 
     cfg = load_config(config(tmp_path, server, workers=4, max_in_flight_per_host=2, delay_per_host=delay))
     began = time.monotonic()
     result = scheduler.crawl(cfg, str(tmp_path / "m.db"))
-    assert result.status == "ok" and result.records == 100
+    assert result.status == "ok" and result.records == TOP100_RECORDS
     assert overlap.peak == 2 and overlap.timeouts == 0
     pages = [now for now, url in handed_over if "/board/" in url]
-    assert len(pages) == 10 and all(b - a >= delay for a, b in zip(pages, pages[1:]))
+    assert len(pages) == len(TOP100) and all(b - a >= delay for a, b in zip(pages, pages[1:]))
     arrivals = sorted(server.times)
-    assert len(arrivals) == 10 and all(at - began >= i * delay for i, at in enumerate(arrivals))
+    assert len(arrivals) == len(TOP100) and all(at - began >= i * delay for i, at in enumerate(arrivals))
 
 
 @pytest.mark.parametrize("workers, per_host, expected_peak", [(4, 2, 2), (3, 3, 3), (2, 8, 2)])
@@ -101,7 +107,7 @@ def test_tasks_submitted_ahead_never_exceed_the_limits(tmp_path, server, workers
     result = run_cli(str(cfg), "--db", str(tmp_path / "m.db"))
     assert result.returncode == 0, result.stderr
     assert overlap.peak == expected_peak and overlap.timeouts == 0
-    assert rows(tmp_path / "m.db", "select count(*) n from records")[0]["n"] == 100
+    assert rows(tmp_path / "m.db", "select count(*) n from records")[0]["n"] == TOP100_RECORDS
 
 
 def test_retry_after_is_honoured(tmp_path, server):
@@ -167,7 +173,7 @@ def test_a_killed_worker_does_not_hang_the_crawl(tmp_path, server, victims):
         released.set()
         crawl.kill()
     assert crawl.returncode == 0, err
-    assert count_records(db) == 10
+    assert count_records(db) == OFFLINE.records_of("maoyan", "hot")
     [page] = rows(db, "select attempts, outcome from pages")
     assert page == {"attempts": 2, "outcome": "ok"}
 
@@ -220,9 +226,9 @@ def test_a_blocked_site_is_left_alone_and_the_rest_finishes(tmp_path, server):
     assert result.returncode == 3, result.stderr
     maoyan_requests = [p for p in server.requests if p.startswith("/board/")]
     assert len(maoyan_requests) == 3
-    assert count_records(db) == 250  # Douban finished
+    assert count_records(db) == OFFLINE.records_of("douban")  # Douban finished
     outcomes = rows(db, "select outcome, count(*) n from pages where site = 'maoyan' group by outcome")
-    assert {r["outcome"]: r["n"] for r in outcomes} == {"blocked": 3, "error": 7}
+    assert {r["outcome"]: r["n"] for r in outcomes} == {"blocked": 3, "error": len(TOP100) - 3}
     saved = tmp_path / "blocked-maoyan-run1.html"
     assert saved.read_bytes() == VERIFY_PAGE
     assert f"maoyan is blocking the crawler (3 pages blocked; its page: {saved})" in result.stderr
@@ -259,14 +265,16 @@ def test_interrupt_keeps_what_was_stored_and_resume_completes_it(tmp_path, serve
     assert f"resume with: python -m crawler {cfg} --db {db} --resume 1" in err
     [run] = rows(db, "select status, records from runs")
     stored = rows(db, "select url from pages where outcome = 'ok'")
-    assert run["status"] == "interrupted" and run["records"] == count_records(db) == 10 * len(stored)
+    assert run["status"] == "interrupted" and run["records"] == count_records(db) == records_on(
+        server, [page["url"] for page in stored])
     assert len(stored) == 3 + 2  # the two downloading when the signal came were finished and stored
     server.serve_fixtures("maoyan")
     before = list(server.requests)
 
     result = run_cli(str(cfg), "--db", str(db), "--resume")
     assert result.returncode == 0, result.stderr
-    assert rows(db, "select id, status, records from runs") == [{"id": 1, "status": "ok", "records": 130}]
+    records = OFFLINE.records_of("maoyan", "top100", "most-wanted")
+    assert rows(db, "select id, status, records from runs") == [{"id": 1, "status": "ok", "records": records}]
     again = server.requests[len(before):]
     for page in stored:
         assert page["url"].removeprefix(server.url) not in again  # stored pages are not fetched again
@@ -290,13 +298,14 @@ def test_kill_9_leaves_a_sound_database_that_resumes(tmp_path, server, gate):
         held.open()
     conn = sqlite3.connect(db)
     assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
-    ok_pages = conn.execute("select count(*) from pages where outcome = 'ok'").fetchone()[0]
-    assert ok_pages == 2 and conn.execute("select count(*) from records").fetchone()[0] == 20
+    ok_pages = [url for (url,) in conn.execute("select url from pages where outcome = 'ok'")]
+    assert len(ok_pages) == 2 and conn.execute("select count(*) from records").fetchone()[0] == records_on(
+        server, ok_pages)
     conn.close()
     server.serve_fixtures("maoyan")
     result = run_cli(str(cfg), "--db", str(db), "--resume")
     assert result.returncode == 0, result.stderr
-    assert rows(db, "select status, records from runs") == [{"status": "ok", "records": 100}]
+    assert rows(db, "select status, records from runs") == [{"status": "ok", "records": TOP100_RECORDS}]
 
 
 def test_a_locked_database_is_one_line_and_exit_2(tmp_path, server):
@@ -360,7 +369,7 @@ def test_a_gbk_page_with_no_charset_anywhere_is_decoded(tmp_path, server):
     result = run_cli(str(config(tmp_path, server)), "--db", str(db))
     assert result.returncode == 0, result.stderr
     stored = rows(db, f"select {columns} from records order by rank")
-    assert len(stored) == 100 and stored == rows(reference, f"select {columns} from records order by rank")
+    assert len(stored) == TOP100_RECORDS and stored == rows(reference, f"select {columns} from records order by rank")
     assert stored[0]["title"] == "我不是药神" and stored[4]["title"] == "霸王别姬"
     [(kept,)] = sqlite3.connect(db).execute("select html from page_html where url = ?", (server.url + TOP100[0],))
     assert zlib.decompress(kept) == server.routes[TOP100[0]][2]  # stored as received, in GBK
@@ -372,7 +381,7 @@ ALL_MAOYAN = ("top100", "hot", "most-wanted", "cn-box-office", "na-box-office")
 def flaky_plan(paths) -> dict[str, list[str]]:
     """Per page, how its first requests fail before it is served: every third page (in path
     order) fails once and every ninth twice, with a 500, a 503, a connection closed without an
-    answer, or a body cut short, in turn. 12 of the 38 answers to the 26 pages fail (32%)."""
+    answer, or a body cut short, in turn: about a third of the answers fail."""
     kinds = ("500", "503", "drop", "cut")
     plan, turn = {}, 0
     for i, path in enumerate(sorted(paths)):
@@ -427,11 +436,12 @@ def test_a_flaky_server_still_yields_every_record(tmp_path, server, options):
     assert result.returncode == 0, result.stderr
     if "thread" not in options:  # see test_pools: the thread pool's terminate() may print one
         assert "Traceback" not in result.stderr
-    assert count_records(db) == 410
+    assert count_records(db) == OFFLINE.records
     retried = [path for path, failures in plan.items() if failures]
-    assert len(retried) == 9 and sum(map(len, plan.values())) == 12
+    thirds, ninths = -(-OFFLINE.pages // 3), -(-OFFLINE.pages // 9)  # the pages i % 3 == 0, and i % 9 == 0
+    assert len(retried) == thirds and sum(map(len, plan.values())) == thirds + ninths
     assert rows(db, "select status, pages_ok, pages_retried, pages_failed from runs") == [
-        {"status": "ok", "pages_ok": 26, "pages_retried": len(retried), "pages_failed": 0}]
+        {"status": "ok", "pages_ok": OFFLINE.pages, "pages_retried": len(retried), "pages_failed": 0}]
     attempts = {r["url"].removeprefix(server.url): (r["outcome"], r["attempts"])
                 for r in rows(db, "select url, outcome, attempts from pages")}
     assert attempts == {path: ("ok", 1 + len(failures)) for path, failures in plan.items()}
@@ -466,8 +476,8 @@ def test_a_gzip_bomb_is_cut_off_at_max_page_bytes(tmp_path, server):
     [page] = rows(db, "select status, bytes, attempts, outcome, error from pages where outcome != 'ok'")
     assert page == {"status": 200, "bytes": 200_000, "attempts": 1, "outcome": "error",
                     "error": "page larger than max_page_bytes (200000 bytes kept); not parsed"}
-    assert rows(db, "select count(*) n from pages where outcome = 'ok'") == [{"n": 10}]
-    assert count_records(db) == 100 and server.count("/board/7") == 1
+    assert rows(db, "select count(*) n from pages where outcome = 'ok'") == [{"n": len(TOP100)}]
+    assert count_records(db) == TOP100_RECORDS and server.count("/board/7") == 1
     assert len(bomb) < 200_000 * 25 < (1 << 30)  # a small download, a huge page
 
 
@@ -490,7 +500,7 @@ def test_a_redirect_off_the_site_is_not_followed(tmp_path, server):
     assert f"not stored: {base}/board/7: {error}" in result.stderr
     assert rows(db, "select url, status, attempts, outcome, error from pages where outcome != 'ok'") == [
         {"url": f"{base}/board/7", "status": 302, "attempts": 1, "outcome": "error", "error": error}]
-    assert count_records(db) == 10
+    assert count_records(db) == OFFLINE.records_of("maoyan", "cn-box-office")
 
 
 @pytest.mark.parametrize("failure", ["raises", "rubbish"])
@@ -512,7 +522,8 @@ def test_a_parser_failing_on_one_page_costs_that_page_only(tmp_path, server, mon
 
     monkeypatch.setitem(sites.SITES, "maoyan", replace(sites.SITES["maoyan"], parse=fragile))
     result = crawl(load_config(config(tmp_path, server)), db_path=str(tmp_path / "m.db"), workers=2)
-    assert result.status == "partial" and result.pages_ok == 9 and result.records == 90
+    assert result.status == "partial" and result.pages_ok == len(TOP100) - 1
+    assert result.records == TOP100_RECORDS - OFFLINE.records_at("maoyan", "/board/4?offset=50")
     [(url, error)] = result.failures
     assert url == f"{server.url}/board/4?offset=50"
     expected = "parser failed: IndexError" if failure == "raises" else "instead of a BoardPage"
@@ -561,7 +572,8 @@ def test_a_second_ctrl_c_stops_at_once_and_the_database_stays_sound(tmp_path, se
     held.open()
     server.serve_fixtures("maoyan")
     assert run_cli(str(cfg), "--db", str(db), "--resume").returncode == 0
-    assert rows(db, "select status, records from runs") == [{"status": "ok", "records": 130}]
+    records = OFFLINE.records_of("maoyan", "top100", "most-wanted")
+    assert rows(db, "select status, records from runs") == [{"status": "ok", "records": records}]
 
 
 def test_a_recrawl_asks_conditionally_and_reuses_unchanged_pages(tmp_path, server):
@@ -594,11 +606,13 @@ def test_a_recrawl_asks_conditionally_and_reuses_unchanged_pages(tmp_path, serve
     result = run_cli(str(cfg), "--db", str(db))
     assert result.returncode == 0, result.stderr
     second = asked[first_asks:]
-    assert first_asks == len(second) == 4  # /board/7 and three pages of /board/6, found again without parsing
+    pages = OFFLINE.pages_of("maoyan", "hot", "most-wanted")
+    assert first_asks == len(second) == pages  # /board/7 and the pages of /board/6, found again without parsing
     assert all(etag and since == "Wed, 26 Nov 2026 08:00:00 GMT" for _, etag, since in second)
     assert {p["status"] for p in rows(db, "select status from pages where run_id = 2")} == {304}
     columns = "site, board, rank, movie_id, title, score, month_wish, obfuscated"
     assert rows(db, f"select {columns} from records where run_id = 1 order by board, rank") == \
         rows(db, f"select {columns} from records where run_id = 2 order by board, rank")
-    assert rows(db, "select records from runs where id = 2") == [{"records": 40}]
-    assert rows(db, "select count(*) n from page_html where run_id = 2") == [{"n": 4}]
+    records = OFFLINE.records_of("maoyan", "hot", "most-wanted")
+    assert rows(db, "select records from runs where id = 2") == [{"records": records}]
+    assert rows(db, "select count(*) n from page_html where run_id = 2") == [{"n": pages}]

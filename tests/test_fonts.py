@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from crawler.fetch import font_url
-from tests.helpers import FIXTURES, REPO, rows, run_cli
+from tests.helpers import FIXTURES, OFFLINE, REPO, rows, run_cli
 
 EXPECTED = json.loads((FIXTURES / "maoyan" / "fonts" / "expected.json").read_text(encoding="utf-8"))["pages"]
 NUMBERS = ("month_wish", "total_wish", "realtime_box_office", "total_box_office")
@@ -46,8 +46,8 @@ def test_the_offline_crawl_stores_every_font_drawn_number(offline):
         expected = EXPECTED[page]["numbers"]
         # Each number the font draws is stored as that number (others on the page are plain digits).
         assert all(number in shown for number in expected), (page, expected, shown)
-    assert rows(offline, "select count(*) n from fonts") == [{"n": 4}]  # board2 draws nothing with its font
-    assert rows(offline, "select count(*) n from page_html where font_hash is not null") == [{"n": 4}]
+    assert rows(offline, "select count(*) n from fonts") == [{"n": OFFLINE.fonts}]  # board2 draws nothing with its font
+    assert rows(offline, "select count(*) n from page_html where font_hash is not null") == [{"n": OFFLINE.font_pages}]
     assert rows(offline, "select count(*) n from pages where error is not null") == [{"n": 0}]
 
 
@@ -66,7 +66,7 @@ def test_a_font_that_cannot_be_read_stores_null_never_a_guess(tmp_path):
     assert page["outcome"] == "ok" and page["error"].startswith(
         "font-drawn numbers not read: the font https://vfile.meituan.net/colorstone/9d35690d.woff was not decoded (")
     wanted = rows(db, "select count(*) n from records where board = 'most-wanted' and obfuscated is null")
-    assert wanted == [{"n": 30}]  # the other fonts were read
+    assert wanted == [{"n": OFFLINE.records_of("maoyan", "most-wanted")}]  # the other fonts were read
 
 
 def test_fonts_only_from_the_sites_hosts(tmp_path):

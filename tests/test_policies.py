@@ -21,7 +21,8 @@ from crawler.progress import Progress
 from crawler.runwriter import RunWriter
 from crawler.scheduler import make_engine, worker_settings
 from crawler.supervisor import PoolSupervisor
-from tests.helpers import VERIFY_PAGE, board_pages, config, fixture_pages, rows, run_cli, send, start_cli, wait_for
+from tests.helpers import (OFFLINE, VERIFY_PAGE, board_pages, config, fixture_pages, rows, run_cli, send, start_cli,
+                           wait_for)
 
 # -- the decisions -----------------------------------------------------------------------------
 
@@ -137,7 +138,7 @@ def test_no_request_starts_after_the_crawler_gives_up_on_a_site(tmp_path, server
     else:  # only what runs at once is handed to a cluster: at most 3 + 4 workers were ever asked
         assert len(seen) <= 7
     outcomes = {r["outcome"]: r["n"] for r in rows(db, "select outcome, count(*) n from pages group by outcome")}
-    assert outcomes == {"blocked": len(seen), "error": 10 - len(seen)}
+    assert outcomes == {"blocked": len(seen), "error": OFFLINE.pages_of("maoyan", "top100") - len(seen)}
     assert rows(db, "select distinct error from pages where outcome = 'error'") == [
         {"error": "not fetched: maoyan is blocking the crawler"}]
 
@@ -294,7 +295,8 @@ def test_the_first_ctrl_c_stores_the_pages_under_way(tmp_path, server):
     assert crawl.returncode == 130, "".join(lines)
     assert server.count("/board/2") == 0  # nothing more was asked for
     assert rows(db, "select count(*) n from pages where outcome = 'ok'") == [{"n": 2}]
-    assert rows(db, "select status, records from runs") == [{"status": "interrupted", "records": 20}]
+    records = OFFLINE.records_of("maoyan", "hot", "cn-box-office")  # /board/7, /board/1
+    assert rows(db, "select status, records from runs") == [{"status": "interrupted", "records": records}]
 
 
 # -- robots.txt ----------------------------------------------------------------------------------
@@ -349,7 +351,8 @@ def test_robots_txt_is_asked_once_and_its_disallow_obeyed(tmp_path, server):
     assert sorted(server.requests) == ["/board/2", "/board/7"]  # /board/1 never asked for
     assert rows(db, "select outcome, error from pages where url like '%/board/1'") == [
         {"outcome": "disallowed", "error": "not fetched: disallowed by the site's robots.txt"}]
-    assert "0 blocked, 1 disallowed by robots.txt; 20 records" in result.stderr
+    records = OFFLINE.records_of("maoyan", "hot", "na-box-office")
+    assert f"0 blocked, 1 disallowed by robots.txt; {records} records" in result.stderr
     assert rows(db, "select pages_disallowed, status from runs") == [{"pages_disallowed": 1, "status": "partial"}]
 
 
@@ -415,4 +418,5 @@ def test_offline_fixtures_carry_a_robots_txt_that_is_obeyed(tmp_path):
     assert result.returncode == 1, result.stderr
     assert rows(db, "select url, outcome from pages where outcome != 'ok'") == [
         {"url": "https://www.maoyan.com/board/7", "outcome": "disallowed"}]
-    assert "25 pages ok, 0 failed, 0 blocked, 1 disallowed by robots.txt; 400 records" in result.stderr
+    pages, records = OFFLINE.pages - 1, OFFLINE.records - OFFLINE.records_of("maoyan", "hot")
+    assert f"{pages} pages ok, 0 failed, 0 blocked, 1 disallowed by robots.txt; {records} records" in result.stderr

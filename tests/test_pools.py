@@ -25,7 +25,7 @@ from crawler.offline import FIXTURES
 from crawler.pools import DaskPool, PoolUnavailable, make_pool
 from crawler import scheduler
 from crawler.scheduler import shutdown_pool
-from tests.helpers import HOLD_BOUND, REPO, config, fixture_pages, rows, send, wait_for
+from tests.helpers import HOLD_BOUND, OFFLINE, REPO, config, fixture_pages, rows, send, wait_for
 
 KINDS = ["process", "thread", "dask"]
 PAGE = "/board/4?offset=0"
@@ -281,8 +281,8 @@ def test_dask_scheduler_that_cannot_be_reached_is_one_clear_error(address, why, 
 # -- end to end: the scheduler with each pool -----------------------------------------------
 
 OFFLINE_CONFIG = "[crawl]\npage_deadline = 60.0\nretry_backoff = 0.05\n[sites.maoyan]\n[sites.douban]\n"
-RECORD_ROWS = 410
-PAGES = 26
+RECORD_ROWS = OFFLINE.records
+PAGES = OFFLINE.pages
 
 
 def crawl(config: Config, make: Callable[[], Any], folder: Path, offline: bool, workers: int = 4) -> Path:
@@ -379,7 +379,7 @@ def test_crawl_completes_when_a_dask_worker_is_killed_mid_page(tmp_path, server)
     assert len(pools_made) == 1  # Dask rescheduled the page: the scheduler never gave up on its pool
     assert server.count(slow) == 2
     ranks = [r["rank"] for r in rows(db, "select rank from records where board = 'top100' order by rank")]
-    assert ranks == list(range(1, 101))
+    assert ranks == list(range(1, OFFLINE.records_of("maoyan", "top100") + 1))
     [page] = rows(db, "select outcome, attempts from pages where url = ?", server.url + slow)
     assert page == {"outcome": "ok", "attempts": 1}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from crawler import store
-from tests.helpers import REPO, rows, run_cli
+from tests.helpers import OFFLINE, REPO, rows, run_cli
 
 OLD_DATABASE = REPO / "tests" / "data" / "movies-79b14b1.db"  # maoyan hot + most-wanted, offline, run 1
 
@@ -36,7 +36,7 @@ def test_a_new_run_is_appended_and_the_old_one_kept(old):
     assert result.returncode == 0, result.stderr
     assert rows(old, "select id, status, records, pages_disallowed from runs order by id") == [
         {"id": 1, "status": "ok", "records": 40, "pages_disallowed": 0},  # migrated: none were, then
-        {"id": 2, "status": "ok", "records": 410, "pages_disallowed": 0}]
+        {"id": 2, "status": "ok", "records": OFFLINE.records, "pages_disallowed": 0}]
     assert rows(old, "pragma user_version") == [{"user_version": store.SCHEMA_VERSION}]
     changes = json.loads(run_cli("diff", "hot", "--db", str(old), "--format", "json").stdout)
     assert changes == []  # the same fixtures, read by two releases

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import (FIXTURES, REPO, blocked_fixtures, config, fixture_pages, rows, run_cli,
+from tests.helpers import (FIXTURES, OFFLINE, REPO, blocked_fixtures, config, fixture_pages, rows, run_cli,
                            start_gated_crawl, stored_pages, wait_for)
 
 READ_COMMANDS = [
@@ -57,7 +57,7 @@ def test_after_a_crawl_the_main_file_holds_every_record(tmp_path):
     db = tmp_path / "movies.db"
     result = run_cli("crawl.toml", "--offline", "--db", str(db), "-q")
     assert result.returncode == 0, result.stderr
-    assert records_in_main_file_alone(db, tmp_path) == 410
+    assert records_in_main_file_alone(db, tmp_path) == OFFLINE.records
     assert not (tmp_path / "movies.db-wal").exists() or (tmp_path / "movies.db-wal").stat().st_size == 0
 
 
@@ -68,7 +68,7 @@ def test_after_a_failed_crawl_the_main_file_holds_what_was_stored(tmp_path, serv
     db = tmp_path / "m.db"
     result = run_cli(str(cfg), "--db", str(db), "-q")
     assert result.returncode == 1, result.stderr
-    assert records_in_main_file_alone(db, tmp_path) == 10
+    assert records_in_main_file_alone(db, tmp_path) == OFFLINE.records_of("maoyan", "hot")
     assert rows(tmp_path / "copy-of-main-file.db", "select status from runs") == [{"status": "partial"}]
 
 
@@ -92,7 +92,7 @@ def test_after_reparse_the_main_file_holds_every_record(tmp_path, crawled):
     shutil.copyfile(crawled, db)
     result = run_cli("reparse", "--db", str(db))
     assert result.returncode == 0, result.stderr
-    assert records_in_main_file_alone(db, tmp_path) == 410
+    assert records_in_main_file_alone(db, tmp_path) == OFFLINE.records
 
 
 # -- read commands never write -------------------------------------------------------------------
@@ -346,7 +346,7 @@ def test_an_unknown_word_gets_the_closest_command(tmp_path, word, hint):
 def test_crawl_as_a_command_word(tmp_path):
     result = run_cli("crawl", "crawl.toml", "--offline", "--db", str(tmp_path / "m.db"), "-q")
     assert result.returncode == 0, result.stderr
-    assert "410 records stored" in result.stderr
+    assert f"{OFFLINE.records} records stored" in result.stderr
 
 
 def test_a_missing_toml_config_is_still_named_as_a_config(tmp_path):
@@ -376,12 +376,13 @@ def test_a_blocked_site_offline_is_counted_and_every_page_listed(tmp_path):
     counts = {r["outcome"]: r["n"] for r in rows(
         db, "select outcome, count(*) n from pages where site = 'maoyan' group by outcome")}
     blocked = counts["blocked"]  # those answered before the third was read: offline, most of them
-    assert blocked >= 3 and blocked + counts.get("error", 0) == 14  # most-wanted's pager never read
-    assert f"{blocked} blocked; 250 records" in result.stderr
+    maoyan = OFFLINE.listed_pages_of("maoyan")  # most-wanted's pager never read
+    assert blocked >= 3 and blocked + counts.get("error", 0) == maoyan
+    assert f"{blocked} blocked; {OFFLINE.records_of('douban')} records" in result.stderr
     assert f"maoyan is blocking the crawler ({blocked} pages blocked" in result.stderr
     assert f"every one with: python -m crawler pages 1 --db {db}" in result.stderr
     listed = json.loads(run_cli("pages", "1", "--db", str(db), "--format", "json").stdout)
-    assert len(listed) == 14 and {p["site"] for p in listed} == {"maoyan"}
+    assert len(listed) == maoyan and {p["site"] for p in listed} == {"maoyan"}
     assert sum(p["outcome"] == "blocked" for p in listed) == blocked
     every = json.loads(run_cli("pages", "--all", "--db", str(db), "--format", "json").stdout)
-    assert len(every) == 24
+    assert len(every) == OFFLINE.listed_pages_of()
