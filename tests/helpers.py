@@ -258,6 +258,40 @@ class Gate:
         return answer
 
 
+class Overlap:
+    """Serves pages holding each request until `target` requests are in the server at once (or
+    every one of `total` requests has arrived), and records the peak of requests at once.
+
+    A request counts from its arrival until its answer is about to be written, so a slot the
+    crawler frees on reading an answer is already free here. The peak reaches the target
+    whatever the machine's speed: requests wait for each other instead of for a clock.
+    """
+
+    def __init__(self, server, target: int, total: int) -> None:
+        self.target, self.total = target, total
+        self.active = self.peak = self.arrived = self.released = self.timeouts = 0
+        self.changed = threading.Condition()
+        server.serve_fixtures("maoyan")  # its robots.txt
+        for path, page in board_pages("maoyan").items():
+            server.routes[path] = self._route(page)
+
+    def _route(self, page):
+        def answer(handler):
+            with self.changed:
+                self.arrived += 1
+                mine = self.arrived
+                self.active += 1
+                self.peak = max(self.peak, self.active)
+                if self.active >= self.target or self.arrived >= self.total:
+                    self.released = self.arrived  # this request and every one waiting
+                    self.changed.notify_all()
+                if not self.changed.wait_for(lambda: mine <= self.released, timeout=HOLD_BOUND):
+                    self.timeouts += 1
+                self.active -= 1
+            send(handler, page[0], page[2], page[1])
+        return answer
+
+
 def console_script(name: str, distribution: str) -> Path:
     """The console script `name` of the running interpreter's environment (not whatever PATH finds).
 

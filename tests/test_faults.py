@@ -16,8 +16,8 @@ import pytest
 
 from crawler import engine, scheduler
 from crawler.config import load_config
-from tests.helpers import (HOLD_BOUND, OFFLINE, VERIFY_PAGE, board_pages, config, fixture_pages, rows, run_cli,
-                           send, start_cli, start_gated_crawl, stored_pages, wait_for, write_config)
+from tests.helpers import (HOLD_BOUND, OFFLINE, VERIFY_PAGE, Overlap, board_pages, config, fixture_pages, rows,
+                           run_cli, send, start_cli, start_gated_crawl, stored_pages, wait_for, write_config)
 
 TOP100 = tuple(f"/board/4?offset={n}" for n in range(0, 100, 10))
 TOP100_RECORDS = OFFLINE.records_of("maoyan", "top100")  # config()'s board by default
@@ -36,40 +36,6 @@ def count_records(db, run_id=1):
 def records_on(server, urls) -> int:
     """The records on these Maoyan pages of the test server, as the fixtures hold them."""
     return sum(OFFLINE.records_at("maoyan", url.removeprefix(server.url)) for url in urls)
-
-
-class Overlap:
-    """Serves pages holding each request until `target` requests are in the server at once (or
-    every one of `total` requests has arrived), and records the peak of requests at once.
-
-    A request counts from its arrival until its answer is about to be written, so a slot the
-    crawler frees on reading an answer is already free here. The peak reaches the target
-    whatever the machine's speed: requests wait for each other instead of for a clock.
-    """
-
-    def __init__(self, server, target: int, total: int) -> None:
-        self.target, self.total = target, total
-        self.active = self.peak = self.arrived = self.released = self.timeouts = 0
-        self.changed = threading.Condition()
-        server.serve_fixtures("maoyan")  # its robots.txt
-        for path, page in board_pages("maoyan").items():
-            server.routes[path] = self._route(page)
-
-    def _route(self, page):
-        def answer(handler):
-            with self.changed:
-                self.arrived += 1
-                mine = self.arrived
-                self.active += 1
-                self.peak = max(self.peak, self.active)
-                if self.active >= self.target or self.arrived >= self.total:
-                    self.released = self.arrived  # this request and every one waiting
-                    self.changed.notify_all()
-                if not self.changed.wait_for(lambda: mine <= self.released, timeout=HOLD_BOUND):
-                    self.timeouts += 1
-                self.active -= 1
-            send(handler, page[0], page[2], page[1])
-        return answer
 
 
 def test_politeness_bounds_requests_in_flight_and_spaces_them(tmp_path, server, monkeypatch):
