@@ -40,7 +40,8 @@ from types import FunctionType
 from typing import Any, Callable, Protocol
 
 from . import fetch as fetch_module
-from .fetch import BLOCKED, FetchResult, FetchTask, SiteStops, WorkerSettings, configure, fetch, init_worker
+from .fetch import (BLOCKED, FetchError, FetchResult, FetchTask, SiteStops, WorkerSettings, configure, fetch, init_worker,
+                    not_fetched)
 from .errors import CrawlerError
 
 POOL_KINDS = ("process", "thread", "dask")
@@ -89,7 +90,7 @@ def make_pool(kind: str, workers: int, settings: WorkerSettings, start_method: s
     """
     if kind == "dask":
         return DaskPool.start(workers, settings, address=dask_address or None, timeout=dask_timeout,
-                              verbose=verbose)
+                              verbose=verbose, stops=stops)
     if kind not in POOL_KINDS:
         raise ValueError(f"unknown pool {kind!r} (known: {', '.join(POOL_KINDS)})")
     pool: ProcessPool | SiteThreadPool
@@ -264,17 +265,22 @@ class DaskPool:
 
     Every page is a call from the driver to a worker's handler, on the Dask client's event
     loop: to the running worker with the most threads free, again elsewhere if that worker
-    dies or cannot be reached (as Dask reruns a dead worker's tasks). The callbacks run on
-    a thread of their own, one at a time, in the order the pages came back.
+    dies or cannot be reached (as Dask reruns a dead worker's tasks). No more than `workers`
+    pages download at once, as in a Pool of that many processes, so the scheduler may submit
+    ahead. The callbacks run on a thread of their own, one at a time, in the order the pages
+    came back.
     """
 
     # A worker lost mid-page has its page sent elsewhere; a new cluster would only cost seconds.
     replace_when_task_lost = False
-    # The cluster may have more threads than `workers`: the scheduler submits only as many pages.
-    runs_at_most_workers = False
 
-    def __init__(self, client: Any, cluster: Any, address: str, timeout: float) -> None:
+    def __init__(self, client: Any, cluster: Any, address: str, timeout: float, workers: int,
+                 stops: SiteStops) -> None:
         self.client, self.cluster, self.address, self.timeout = client, cluster, address, timeout
+        # At most `workers` pages are downloading, however many threads the cluster has (the
+        # per-host limits count on it); the pages submitted beyond wait here, as in a Pool's queue.
+        self.workers, self.stops = workers, stops
+        self._slots: asyncio.Semaphore | None = None  # made on the event loop, which alone uses it
         # The plugin's name, and its handlers': the crawl's own, so that crawls sharing a cluster stay apart.
         self.name = f"crawler-{uuid.uuid4().hex}"
         self._state = "run"  # then "terminate"
@@ -291,10 +297,12 @@ class DaskPool:
 
     @classmethod
     def start(cls, workers: int, settings: WorkerSettings, address: str | None = None, processes: bool = True,
-              n_workers: int | None = None, timeout: float | None = None, verbose: bool = False) -> DaskPool:
+              n_workers: int | None = None, timeout: float | None = None, verbose: bool = False,
+              stops: SiteStops | None = None) -> DaskPool:
         """Connect to the scheduler at address, or start a LocalCluster (a few processes, threads in each);
         check the workers can run this crawler, and set the crawl up on them. Each step is bounded by
-        timeout (crawl.dask_timeout); whatever fails is a one-line PoolUnavailable."""
+        timeout (crawl.dask_timeout); whatever fails is a one-line PoolUnavailable. stops: the crawl's
+        stop flags, checked before a waiting page is sent (the workers keep their own)."""
         try:
             from distributed import Client, LocalCluster
         except ImportError:
@@ -317,9 +325,10 @@ class DaskPool:
                                            processes=processes, dashboard_address="127.0.0.1:0",
                                            silence_logs=logging.ERROR if not verbose else False)
                     client = Client(cluster, set_as_default=False)
-            pool = cls(client, cluster, address or cluster.scheduler_address, timeout)
+            pool = cls(client, cluster, address or cluster.scheduler_address, timeout, workers,
+                       stops or SiteStops(settings.sites))
         except BaseException as exc:
-            DaskPool(client, cluster, address or "", timeout).terminate()
+            DaskPool(client, cluster, address or "", timeout, workers, SiteStops(())).terminate()
             if isinstance(exc, (OSError, ValueError)) and address:  # unreachable, or not an address
                 raise PoolUnavailable(f"cannot reach the dask scheduler at {address}: {_reason(exc)}") from None
             raise
@@ -405,6 +414,17 @@ class DaskPool:
 
     async def _send(self, task: FetchTask, callback: Callable[[Any], Any] | None,
                     error_callback: Callable[[BaseException], Any] | None) -> None:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.workers)
+        async with self._slots:
+            why = self.stops.why(task.site)
+            if why:  # stopped while the page waited here: not sent, as a worker would not ask the site
+                self._answers.put((error_callback, FetchError(task.url, not_fetched(task.site, why), retryable=False)))
+                return
+            await self._download(task, callback, error_callback)
+
+    async def _download(self, task: FetchTask, callback: Callable[[Any], Any] | None,
+                        error_callback: Callable[[BaseException], Any] | None) -> None:
         from distributed.protocol import to_serialize
 
         while self._state == "run":
@@ -464,7 +484,8 @@ class DaskPool:
         return self._lost
 
     def stop_site(self, site: str, why: int = BLOCKED) -> None:
-        """Set the site's stop flag on every worker, out of band of the pages they are downloading."""
+        """Set the site's stop flag here and on every worker, out of band of the pages they are downloading."""
+        self.stops.stop(site, why)
         self.client.loop.add_callback(self._stop_everywhere, site, why)
 
     async def _stop_everywhere(self, site: str, why: int) -> None:
