@@ -29,9 +29,8 @@ from crawler import pools, scheduler  # noqa: E402
 from crawler.config import load_config  # noqa: E402
 from crawler.fetch import FetchTask, SiteHTTP, WorkerSettings, fetch  # noqa: E402
 from crawler.pools import PoolUnavailable, make_pool  # noqa: E402
-from tests.helpers import (HOLD_BOUND, OFFLINE, REPO, Server, board_pages, fixture_pages, rows, run_cli,  # noqa: E402
-                           send, start_cli, wait_for, write_config)
-from tests.test_faults import Overlap  # noqa: E402
+from tests.helpers import (HOLD_BOUND, OFFLINE, REPO, Overlap, Server, board_pages, fixture_pages, rows,  # noqa: E402
+                           run_cli, send, start_cli, wait_for, write_config)
 
 TOP100 = OFFLINE.records_of("maoyan", "top100")
 # Far above what any exchange with a scheduler on this machine needs, even loaded.
