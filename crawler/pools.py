@@ -35,6 +35,7 @@ import uuid
 import warnings
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.pool import ThreadPool
 from types import FunctionType
 from typing import Any, Callable, Protocol
@@ -303,98 +304,16 @@ class DaskPool:
         check the workers can run this crawler, and set the crawl up on them. Each step is bounded by
         timeout (crawl.dask_timeout); whatever fails is a one-line PoolUnavailable. stops: the crawl's
         stop flags, checked before a waiting page is sent (the workers keep their own)."""
-        try:
-            from distributed import Client, LocalCluster
-        except ImportError:
-            raise PoolUnavailable(DASK_MISSING) from None
         timeout = timeout or DASK_CONNECT_TIMEOUT
-        if not verbose:
-            _quiet_dask()
-        cluster = client = None
+        client, cluster = _connect(workers, address, processes, n_workers, timeout, verbose)
+        pool = cls(client, cluster, address or cluster.scheduler_address, timeout, workers,
+                   stops or SiteStops(settings.sites))
         try:
-            with warnings.catch_warnings():
-                if not verbose:
-                    warnings.simplefilter("ignore")  # Dask's table of mismatched versions: checked below, in one line
-                if address:
-                    _answers_handshake(address, timeout)
-                    client = Client(address, timeout=timeout, set_as_default=False)
-                else:
-                    n_workers = n_workers or (min(2, workers) if processes else 1)
-                    # Its HTTP server on any free loopback port: a fresh pool may start before the old one ends.
-                    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=math.ceil(workers / n_workers),
-                                           processes=processes, dashboard_address="127.0.0.1:0",
-                                           silence_logs=logging.ERROR if not verbose else False)
-                    client = Client(cluster, set_as_default=False)
-            pool = cls(client, cluster, address or cluster.scheduler_address, timeout, workers,
-                       stops or SiteStops(settings.sites))
-        except BaseException as exc:
-            DaskPool(client, cluster, address or "", timeout, workers, SiteStops(())).terminate()
-            if isinstance(exc, (OSError, ValueError)) and address:  # unreachable, or not an address
-                raise PoolUnavailable(f"cannot reach the dask scheduler at {address}: {_reason(exc)}") from None
-            raise
-        try:
-            pool._set_up(settings, ignore_sigint=cluster is not None and processes, check=bool(address))
+            _set_up(pool, settings, ignore_sigint=cluster is not None and processes, check=bool(address))
         except BaseException:
             pool.terminate()
             raise
         return pool
-
-    def _set_up(self, settings: WorkerSettings, ignore_sigint: bool, check: bool) -> None:
-        """Check the workers of a cluster we did not start; register the crawl's plugin; watch the scheduler."""
-        if check:
-            try:
-                self.client.wait_for_workers(1, timeout=self.timeout)
-            except TimeoutError:
-                raise PoolUnavailable(f"the dask scheduler at {self.address} has no workers (none came within "
-                                      f"{self.timeout:g} s): start them with `dask worker {self.address}`") from None
-            self._check_workers(list(self._bounded(self.client.scheduler.ncores_running, "listing its workers")))
-        plugin = sys.modules[__name__].SessionPlugin(self.name, settings, ignore_sigint)
-        try:
-            self._bounded(self.client._register_worker_plugin, "setting the crawl up on its workers",
-                          plugin, self.name, False)
-        except PoolUnavailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 - say, a worker without this package, joined since the check
-            raise PoolUnavailable(f"the dask workers cannot set up the crawler: {exc!r}") from None
-        self._threads = self._bounded(self.client.scheduler.ncores_running, "listing its workers")
-        self._callbacks.start()
-        self.client.loop.add_callback(self._watch)
-
-    def _check_workers(self, workers: list[str]) -> None:
-        """Every worker must import this crawler, with the same versions as here; and take calls from this host."""
-        here = _versions()
-        found = self._bounded(self.client._run, "checking its workers", _versions, workers=workers, on_error="return")
-        lacking = {w: r for w, r in found.items() if isinstance(r, BaseException)}
-        if lacking:
-            why = _reason(next(iter(lacking.values())))
-            raise PoolUnavailable(f"{_named(sorted(lacking))} cannot run the crawler ({why}): install it there, with "
-                                  f"the same Python, dask and distributed as this host, and restart the worker")
-        for worker, theirs in sorted(found.items()):
-            differ = [name for name in here if theirs.get(name) != here[name]]
-            if differ:
-                same = [w for w, r in found.items() if all(r.get(n) == theirs.get(n) for n in differ)]
-                raise PoolUnavailable(
-                    f"{_named(sorted(same))} {'has' if len(same) == 1 else 'have'} "
-                    f"{', '.join(f'{n} {theirs.get(n)}' for n in differ)}; this host has "
-                    f"{', '.join(f'{n} {here[n]}' for n in differ)}: install the same crawler, Python, dask and "
-                    f"distributed on every worker")
-        unreached = self._bounded(self._unreached, "checking its workers from this host", workers)
-        if unreached:
-            worker, exc = next(iter(unreached.items()))
-            raise PoolUnavailable(f"cannot reach {_named(sorted(unreached))} from this host ({_reason(exc)}): the "
-                                  f"crawler sends each page to its worker directly; let this host connect to {worker}")
-
-    async def _unreached(self, workers: list[str]) -> dict[str, BaseException]:
-        answers = await asyncio.gather(*(self.client.rpc(w).identity() for w in workers), return_exceptions=True)
-        return {w: a for w, a in zip(workers, answers) if isinstance(a, BaseException)}
-
-    def _bounded(self, call: Callable[..., Any], what: str, *args: Any, **kwargs: Any) -> Any:
-        """call(*args, **kwargs) on the client's event loop, within the timeout: Dask's own calls wait forever."""
-        try:
-            return self.client.sync(call, *args, callback_timeout=self.timeout, **kwargs)
-        except (TimeoutError, asyncio.TimeoutError):
-            raise PoolUnavailable(f"the dask scheduler at {self.address} did not answer within {self.timeout:g} s "
-                                  f"({what})") from None
 
     # -- pages ---------------------------------------------------------------------------------
     def apply_async(self, fn: Callable[..., Any], args: tuple = (), kwds: dict | None = None,
@@ -463,20 +382,6 @@ class DaskPool:
             except BaseException:  # noqa: BLE001
                 log.exception("a dask pool callback raised")
 
-    async def _watch(self) -> None:
-        """The scheduler's running workers, every DASK_WATCH_INTERVAL: a scheduler that does not answer
-        within the timeout is lost."""
-        while self._state == "run":
-            try:
-                self._threads = await asyncio.wait_for(self.client.scheduler.ncores_running(), self.timeout)
-            except (asyncio.TimeoutError, TimeoutError):
-                self._lost = f"lost the dask scheduler at {self.address}: no answer within {self.timeout:g} s"
-                return
-            except Exception as exc:  # noqa: BLE001 - gone, refused, closed
-                self._lost = f"lost the dask scheduler at {self.address}: {_reason(exc)}"
-                return
-            await asyncio.sleep(DASK_WATCH_INTERVAL)
-
     def broken(self) -> str | None:
         """Why the pool can take no more pages (its scheduler is gone), or None."""
         if self._lost is None and self.client.status not in ("running", "newly-created"):
@@ -500,9 +405,10 @@ class DaskPool:
         with self._lock:
             if self._stopper is not None:
                 return
-            self._stopper = threading.Thread(target=self._stop, name="dask-pool-shutdown", daemon=True)
+            self._stopper = threading.Thread(target=_remove_crawl, args=(self,), name="dask-pool-shutdown",
+                                             daemon=True)
         self._answers.put(None)
-        pids = self._worker_pids()
+        pids = _worker_pids(self)
         self._stopper.start()
         self._stopper.join(DASK_TERMINATE_TIMEOUT)
         if self._stopper.is_alive():
@@ -512,24 +418,138 @@ class DaskPool:
                 except OSError:
                     pass
 
-    def _stop(self) -> None:
-        # The plugin holds the crawl's cookies and headers: nothing of the crawl stays on the cluster.
-        # A lost scheduler holds nothing any more. The caller's join bounds the whole.
-        steps = [lambda: self.client.close(), lambda: self.cluster.close()]
-        if self.client is not None and not self.broken():
-            steps.insert(0, lambda: self.client.sync(self.client._unregister_worker_plugin, self.name,
-                                                     callback_timeout=self.timeout))
-        for step in steps:
-            try:
-                step()
-            except Exception:  # noqa: BLE001 - a part already gone, or not there at all
-                pass
 
-    def _worker_pids(self) -> list[int]:
-        try:  # Nanny -> WorkerProcess -> AsyncProcess; an in-process cluster has none
-            return [n.process.process.pid for n in self.cluster.workers.values() if n.process and n.process.process]
-        except Exception:  # noqa: BLE001
-            return []
+
+# -- setting a crawl up on a cluster: connect, check the workers, register the crawl's plugin --------
+
+def _connect(workers: int, address: str | None, processes: bool, n_workers: int | None, timeout: float,
+             verbose: bool) -> tuple[Any, Any]:
+    """(client, our LocalCluster or None): the scheduler at address, or a LocalCluster started here."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise PoolUnavailable(DASK_MISSING) from None
+    if not verbose:
+        _quiet_dask()
+    cluster = client = None
+    try:
+        with warnings.catch_warnings():
+            if not verbose:
+                warnings.simplefilter("ignore")  # Dask's table of mismatched versions: checked below, in one line
+            if address:
+                _answers_handshake(address, timeout)
+                client = Client(address, timeout=timeout, set_as_default=False)
+            else:
+                n_workers = n_workers or (min(2, workers) if processes else 1)
+                # Its HTTP server on any free loopback port: a fresh pool may start before the old one ends.
+                cluster = LocalCluster(n_workers=n_workers, threads_per_worker=math.ceil(workers / n_workers),
+                                       processes=processes, dashboard_address="127.0.0.1:0",
+                                       silence_logs=logging.ERROR if not verbose else False)
+                client = Client(cluster, set_as_default=False)
+    except BaseException as exc:
+        DaskPool(client, cluster, address or "", timeout, workers, SiteStops(())).terminate()
+        if isinstance(exc, (OSError, ValueError)) and address:  # unreachable, or not an address
+            raise PoolUnavailable(f"cannot reach the dask scheduler at {address}: {_reason(exc)}") from None
+        raise
+    return client, cluster
+
+
+def _set_up(pool: DaskPool, settings: WorkerSettings, ignore_sigint: bool, check: bool) -> None:
+    """Check the workers of a cluster we did not start; register the crawl's plugin; watch the scheduler."""
+    if check:
+        try:
+            pool.client.wait_for_workers(1, timeout=pool.timeout)
+        except TimeoutError:
+            raise PoolUnavailable(f"the dask scheduler at {pool.address} has no workers (none came within "
+                                  f"{pool.timeout:g} s): start them with `dask worker {pool.address}`") from None
+        _check_workers(pool, list(_bounded(pool, pool.client.scheduler.ncores_running, "listing its workers")))
+    plugin = sys.modules[__name__].SessionPlugin(pool.name, settings, ignore_sigint)
+    try:
+        _bounded(pool, pool.client._register_worker_plugin, "setting the crawl up on its workers",
+                 plugin, pool.name, False)
+    except PoolUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - say, a worker without this package, joined since the check
+        raise PoolUnavailable(f"the dask workers cannot set up the crawler: {exc!r}") from None
+    pool._threads = _bounded(pool, pool.client.scheduler.ncores_running, "listing its workers")
+    pool._callbacks.start()
+    pool.client.loop.add_callback(_watch, pool)
+
+
+def _check_workers(pool: DaskPool, workers: list[str]) -> None:
+    """Every worker must import this crawler, with the same versions as here; and take calls from this host."""
+    here = _versions()
+    found = _bounded(pool, pool.client._run, "checking its workers", _versions, workers=workers, on_error="return")
+    lacking = {w: r for w, r in found.items() if isinstance(r, BaseException)}
+    if lacking:
+        why = _reason(next(iter(lacking.values())))
+        raise PoolUnavailable(f"{_named(sorted(lacking))} cannot run the crawler ({why}): install it there, with "
+                              f"the same Python, dask and distributed as this host, and restart the worker")
+    for worker, theirs in sorted(found.items()):
+        differ = [name for name in here if theirs.get(name) != here[name]]
+        if differ:
+            same = [w for w, r in found.items() if all(r.get(n) == theirs.get(n) for n in differ)]
+            raise PoolUnavailable(
+                f"{_named(sorted(same))} {'has' if len(same) == 1 else 'have'} "
+                f"{', '.join(f'{n} {theirs.get(n)}' for n in differ)}; this host has "
+                f"{', '.join(f'{n} {here[n]}' for n in differ)}: install the same crawler, Python, dask and "
+                f"distributed on every worker")
+    unreached = _bounded(pool, partial(_unreached, pool), "checking its workers from this host", workers)
+    if unreached:
+        worker, exc = next(iter(unreached.items()))
+        raise PoolUnavailable(f"cannot reach {_named(sorted(unreached))} from this host ({_reason(exc)}): the "
+                              f"crawler sends each page to its worker directly; let this host connect to {worker}")
+
+
+async def _unreached(pool: DaskPool, workers: list[str]) -> dict[str, BaseException]:
+    answers = await asyncio.gather(*(pool.client.rpc(w).identity() for w in workers), return_exceptions=True)
+    return {w: a for w, a in zip(workers, answers) if isinstance(a, BaseException)}
+
+
+def _bounded(pool: DaskPool, call: Callable[..., Any], what: str, *args: Any, **kwargs: Any) -> Any:
+    """call(*args, **kwargs) on the client's event loop, within the timeout: Dask's own calls wait forever."""
+    try:
+        return pool.client.sync(call, *args, callback_timeout=pool.timeout, **kwargs)
+    except (TimeoutError, asyncio.TimeoutError):
+        raise PoolUnavailable(f"the dask scheduler at {pool.address} did not answer within {pool.timeout:g} s "
+                              f"({what})") from None
+
+
+async def _watch(pool: DaskPool) -> None:
+    """The scheduler's running workers, every DASK_WATCH_INTERVAL: a scheduler that does not answer
+    within the timeout is lost."""
+    while pool._state == "run":
+        try:
+            pool._threads = await asyncio.wait_for(pool.client.scheduler.ncores_running(), pool.timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            pool._lost = f"lost the dask scheduler at {pool.address}: no answer within {pool.timeout:g} s"
+            return
+        except Exception as exc:  # noqa: BLE001 - gone, refused, closed
+            pool._lost = f"lost the dask scheduler at {pool.address}: {_reason(exc)}"
+            return
+        await asyncio.sleep(DASK_WATCH_INTERVAL)
+
+
+def _remove_crawl(pool: DaskPool) -> None:
+    """Take the crawl off the cluster, then close the client and our own cluster."""
+    # The plugin holds the crawl's cookies and headers: nothing of the crawl stays on the cluster.
+    # A lost scheduler holds nothing any more. The caller's join bounds the whole.
+    steps = [lambda: pool.client.close(), lambda: pool.cluster.close()]
+    if pool.client is not None and not pool.broken():
+        steps.insert(0, lambda: pool.client.sync(pool.client._unregister_worker_plugin, pool.name,
+                                                 callback_timeout=pool.timeout))
+    for step in steps:
+        try:
+            step()
+        except Exception:  # noqa: BLE001 - a part already gone, or not there at all
+            pass
+
+
+def _worker_pids(pool: DaskPool) -> list[int]:
+    try:  # Nanny -> WorkerProcess -> AsyncProcess; an in-process cluster has none
+        return [n.process.process.pid for n in pool.cluster.workers.values() if n.process and n.process.process]
+    except Exception:  # noqa: BLE001
+        return []
 
 
 def _answers_handshake(address: str, timeout: float) -> None:
