@@ -6,8 +6,8 @@ that ends. Each kind sets up crawler.fetch in its workers the way init_worker do
 - process: init_worker itself (one Session per process, Ctrl-C left to the driver);
 - thread: one Session per thread (requests.Session is not thread-safe) and no signal
   calls (signal.signal raises ValueError outside the main thread);
-- dask: a WorkerPlugin, one per crawl, sets up that crawl's downloads on every worker
-  (including one Dask restarts after it died) and is removed when the crawl ends. Pages go
+- dask: a WorkerPlugin, one per crawl, which the driver adds to each running worker (one
+  that joins, or that Dask restarts, too) and removes when the crawl ends. Pages go
   from the driver straight to a worker's handler and back, not as Dask tasks: a task costs
   the scheduler, the worker and the driver about 11 ms of CPU, four times the download.
   Dask is an optional extra: this module imports it only when a dask pool is made.
@@ -35,7 +35,6 @@ import uuid
 import warnings
 from collections import Counter
 from dataclasses import dataclass
-from functools import partial
 from multiprocessing.pool import ThreadPool
 from types import FunctionType
 from typing import Any, Callable, Protocol
@@ -287,8 +286,11 @@ class DaskPool:
         self._state = "run"  # then "terminate"
         self._lost: str | None = None  # why the scheduler counts as gone
         self._calls = itertools.count(1)
-        # On the event loop only: threads per running worker, pages each has now, workers not asked until when.
+        # On the event loop only: threads per worker the crawl is set up on, pages each has now,
+        # workers not asked until when, workers the crawl could not be set up on.
         self._threads: dict[str, int] = {}
+        self._refused: set[str] = set()
+        self._plugin = b""  # the crawl's plugin, pickled once for every worker it is added to
         self._busy: Counter[str] = Counter()
         self._shunned: dict[str, float] = {}
         self._answers: queue.SimpleQueue = queue.SimpleQueue()
@@ -391,11 +393,7 @@ class DaskPool:
     def stop_site(self, site: str, why: int = BLOCKED) -> None:
         """Set the site's stop flag here and on every worker, out of band of the pages they are downloading."""
         self.stops.stop(site, why)
-        self.client.loop.add_callback(self._stop_everywhere, site, why)
-
-    async def _stop_everywhere(self, site: str, why: int) -> None:
-        await asyncio.gather(*(getattr(self.client.rpc(w), f"{self.name}-stop")(site=site, why=why)
-                               for w in self._threads), return_exceptions=True)
+        self.client.loop.add_callback(_tell_workers, self, f"{self.name}-stop", site=site, why=why)
 
     # -- the end -------------------------------------------------------------------------------
     def terminate(self) -> None:
@@ -420,7 +418,7 @@ class DaskPool:
 
 
 
-# -- setting a crawl up on a cluster: connect, check the workers, register the crawl's plugin --------
+# -- setting a crawl up on a cluster: connect, check the workers, add the crawl's plugin to each ----
 
 def _connect(workers: int, address: str | None, processes: bool, n_workers: int | None, timeout: float,
              verbose: bool) -> tuple[Any, Any]:
@@ -455,29 +453,61 @@ def _connect(workers: int, address: str | None, processes: bool, n_workers: int 
 
 
 def _set_up(pool: DaskPool, settings: WorkerSettings, ignore_sigint: bool, check: bool) -> None:
-    """Check the workers of a cluster we did not start; register the crawl's plugin; watch the scheduler."""
+    """Check the workers of a cluster we did not start; add the crawl's plugin to each; watch the scheduler."""
+    from distributed.protocol.pickle import dumps
+
     if check:
         try:
             pool.client.wait_for_workers(1, timeout=pool.timeout)
         except TimeoutError:
             raise PoolUnavailable(f"the dask scheduler at {pool.address} has no workers (none came within "
                                   f"{pool.timeout:g} s): start them with `dask worker {pool.address}`") from None
-        _check_workers(pool, list(_bounded(pool, pool.client.scheduler.ncores_running, "listing its workers")))
-    plugin = sys.modules[__name__].SessionPlugin(pool.name, settings, ignore_sigint)
-    try:
-        _bounded(pool, pool.client._register_worker_plugin, "setting the crawl up on its workers",
-                 plugin, pool.name, False)
-    except PoolUnavailable:
-        raise
-    except Exception as exc:  # noqa: BLE001 - say, a worker without this package, joined since the check
-        raise PoolUnavailable(f"the dask workers cannot set up the crawler: {exc!r}") from None
-    pool._threads = _bounded(pool, pool.client.scheduler.ncores_running, "listing its workers")
+    running = _bounded(pool, pool.client.scheduler.ncores_running, "listing its workers")
+    if check:
+        _check_workers(pool, list(running))
+    pool._plugin = dumps(sys.modules[__name__].SessionPlugin(pool.name, settings, ignore_sigint))
+    failed = pool.client.sync(_add_crawl, pool, running)
+    if failed:
+        worker, exc = next(iter(failed.items()))
+        if isinstance(exc, OSError):  # refused, closed, or no answer within the timeout
+            raise PoolUnavailable(f"cannot reach {_named(sorted(failed))} from this host ({_reason(exc)}): the "
+                                  f"crawler sends each page to its worker directly; let this host connect to {worker}")
+        raise PoolUnavailable(f"{_named(sorted(failed))} cannot set the crawl up ({_reason(exc)})")
     pool._callbacks.start()
     pool.client.loop.add_callback(_watch, pool)
 
 
+async def _add_crawl(pool: DaskPool, threads: dict[str, int]) -> dict[str, BaseException]:
+    """Add the crawl's plugin to these workers, each within the timeout; those it failed on, and why.
+
+    Straight to each worker, not through the scheduler: the scheduler never holds the crawl's
+    cookies, and a worker that cannot take the plugin (one without the crawler, joined
+    mid-crawl) is only left out, instead of failing to start and holding up every later crawl.
+    """
+    async def add(worker: str) -> None:
+        answer = await asyncio.wait_for(getattr(pool.client.rpc(worker), "plugin-add")(
+            plugin=pool._plugin, name=pool.name), pool.timeout)
+        if answer.get("status") != "OK":
+            raise RuntimeError(answer.get("exception_text") or "the crawl's plugin failed to start")
+
+    answers = await asyncio.gather(*(add(w) for w in threads), return_exceptions=True)
+    failed = {}
+    for worker, answer in zip(threads, answers):
+        if isinstance(answer, BaseException):
+            failed[worker] = answer
+        else:
+            pool._threads[worker] = threads[worker]
+    return failed
+
+
+async def _tell_workers(pool: DaskPool, op: str, **message: Any) -> None:
+    """Call `op` on every worker the crawl is set up on, each within the timeout; whatever they answer."""
+    await asyncio.gather(*(asyncio.wait_for(getattr(pool.client.rpc(w), op)(**message), pool.timeout)
+                           for w in list(pool._threads)), return_exceptions=True)
+
+
 def _check_workers(pool: DaskPool, workers: list[str]) -> None:
-    """Every worker must import this crawler, with the same versions as here; and take calls from this host."""
+    """Every worker must import this crawler, with the same versions as here."""
     here = _versions()
     found = _bounded(pool, pool.client._run, "checking its workers", _versions, workers=workers, on_error="return")
     lacking = {w: r for w, r in found.items() if isinstance(r, BaseException)}
@@ -494,16 +524,6 @@ def _check_workers(pool: DaskPool, workers: list[str]) -> None:
                 f"{', '.join(f'{n} {theirs.get(n)}' for n in differ)}; this host has "
                 f"{', '.join(f'{n} {here[n]}' for n in differ)}: install the same crawler, Python, dask and "
                 f"distributed on every worker")
-    unreached = _bounded(pool, partial(_unreached, pool), "checking its workers from this host", workers)
-    if unreached:
-        worker, exc = next(iter(unreached.items()))
-        raise PoolUnavailable(f"cannot reach {_named(sorted(unreached))} from this host ({_reason(exc)}): the "
-                              f"crawler sends each page to its worker directly; let this host connect to {worker}")
-
-
-async def _unreached(pool: DaskPool, workers: list[str]) -> dict[str, BaseException]:
-    answers = await asyncio.gather(*(pool.client.rpc(w).identity() for w in workers), return_exceptions=True)
-    return {w: a for w, a in zip(workers, answers) if isinstance(a, BaseException)}
 
 
 def _bounded(pool: DaskPool, call: Callable[..., Any], what: str, *args: Any, **kwargs: Any) -> Any:
@@ -516,28 +536,33 @@ def _bounded(pool: DaskPool, call: Callable[..., Any], what: str, *args: Any, **
 
 
 async def _watch(pool: DaskPool) -> None:
-    """The scheduler's running workers, every DASK_WATCH_INTERVAL: a scheduler that does not answer
-    within the timeout is lost."""
+    """The scheduler's running workers, every DASK_WATCH_INTERVAL: the crawl is added to those that
+    joined, and a scheduler that does not answer within the timeout is lost."""
     while pool._state == "run":
         try:
-            pool._threads = await asyncio.wait_for(pool.client.scheduler.ncores_running(), pool.timeout)
+            running = await asyncio.wait_for(pool.client.scheduler.ncores_running(), pool.timeout)
         except (asyncio.TimeoutError, TimeoutError):
             pool._lost = f"lost the dask scheduler at {pool.address}: no answer within {pool.timeout:g} s"
             return
         except Exception as exc:  # noqa: BLE001 - gone, refused, closed
             pool._lost = f"lost the dask scheduler at {pool.address}: {_reason(exc)}"
             return
+        for gone in [w for w in pool._threads if w not in running]:
+            del pool._threads[gone]
+        joined = {w: n for w, n in running.items() if w not in pool._threads and w not in pool._refused}
+        if joined:
+            pool._refused.update(await _add_crawl(pool, joined))
+            if pool._state != "run":  # it ended meanwhile: its removal may have missed them
+                await _tell_workers(pool, "plugin-remove", name=pool.name)
         await asyncio.sleep(DASK_WATCH_INTERVAL)
 
 
 def _remove_crawl(pool: DaskPool) -> None:
-    """Take the crawl off the cluster, then close the client and our own cluster."""
-    # The plugin holds the crawl's cookies and headers: nothing of the crawl stays on the cluster.
-    # A lost scheduler holds nothing any more. The caller's join bounds the whole.
-    steps = [lambda: pool.client.close(), lambda: pool.cluster.close()]
-    if pool.client is not None and not pool.broken():
-        steps.insert(0, lambda: pool.client.sync(pool.client._unregister_worker_plugin, pool.name,
-                                                 callback_timeout=pool.timeout))
+    """Take the crawl off its workers, then close the client and our own cluster."""
+    # The plugin holds the crawl's cookies and headers: nothing of the crawl stays on the cluster,
+    # even when the scheduler is gone. The caller's join bounds the whole.
+    steps = [lambda: pool.client.sync(_tell_workers, pool, "plugin-remove", name=pool.name),
+             lambda: pool.client.close(), lambda: pool.cluster.close()]
     for step in steps:
         try:
             step()

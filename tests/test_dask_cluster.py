@@ -311,6 +311,34 @@ def test_a_crawl_leaves_nothing_on_the_cluster_however_it_ends(tmp_path, server,
     assert crawler_state(client) == []
 
 
+def test_a_worker_without_the_crawler_joining_mid_crawl_is_left_out_not_stuck(
+        tmp_path, server, gate, cluster, client):
+    """Added to the workers one by one, the crawl never reaches the scheduler's list of plugins
+    that a joining worker must set up: so such a worker starts (and the crawl goes on) instead
+    of failing to start and staying `closing`, which held up every later crawl."""
+    server.serve_fixtures("maoyan")  # robots.txt
+    held = gate(free=3)
+    held.serve(server, board_pages("maoyan"))
+    db = tmp_path / "movies.db"
+    proc = start_cli(str(dask_config(tmp_path, server, cluster.address, workers=2, max_in_flight_per_host=2)),
+                     "--db", str(db), "-q")
+    try:
+        wait_for(lambda: held.held, what="a page held at the gate")
+        address = add_worker_without_the_crawler(cluster, tmp_path / "stand-in")
+        held.open()
+        _, stderr = proc.communicate(timeout=120)
+        status = client.scheduler_info(n_workers=-1)["workers"][address]["status"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        remove_last_worker(cluster)
+    assert proc.returncode == 0, stderr
+    assert status == "running"
+    assert ranks(db) == list(range(1, TOP100 + 1))
+    assert crawler_state(client) == []
+
+
 # -- 5. the scheduler lost mid-crawl --------------------------------------------------------------
 
 def test_a_killed_scheduler_interrupts_the_run_and_resume_completes_it_on_a_new_cluster(
