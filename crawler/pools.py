@@ -337,12 +337,16 @@ class DaskPool:
                     error_callback: Callable[[BaseException], Any] | None) -> None:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.workers)
-        async with self._slots:
-            why = self.stops.why(task.site)
-            if why:  # stopped while the page waited here: not sent, as a worker would not ask the site
-                self._answers.put((error_callback, FetchError(task.url, not_fetched(task.site, why), retryable=False)))
-                return
-            await self._download(task, callback, error_callback)
+        try:
+            async with self._slots:
+                why = self.stops.why(task.site)
+                if why:  # stopped while the page waited here: not sent, as a worker would not ask the site
+                    self._answers.put((error_callback, FetchError(task.url, not_fetched(task.site, why),
+                                                                  retryable=False)))
+                    return
+                await self._download(task, callback, error_callback)
+        except Exception as exc:  # noqa: BLE001 - escaping the event loop it would be a log line and a lost page
+            self._answers.put((error_callback, exc))
 
     async def _download(self, task: FetchTask, callback: Callable[[Any], Any] | None,
                         error_callback: Callable[[BaseException], Any] | None) -> None:
@@ -357,10 +361,12 @@ class DaskPool:
             try:
                 answer = await getattr(self.client.rpc(worker), self.name)(task=to_serialize(task))
             except Exception:  # noqa: BLE001 - the worker died, cannot be reached, or lacks the crawl: elsewhere
-                self._shunned[worker] = asyncio.get_running_loop().time() + self.timeout
-                continue
+                answer = None
             finally:
                 self._busy[worker] -= 1
+            if not isinstance(answer, dict) or "status" not in answer:  # no answer (a connection closing): elsewhere
+                self._shunned[worker] = asyncio.get_running_loop().time() + self.timeout
+                continue
             if answer["status"] == "OK":
                 self._answers.put((callback, answer["result"]))
             else:
