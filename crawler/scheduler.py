@@ -140,7 +140,8 @@ def _crawl(config: Config, db: sqlite_utils.Database, db_path: str, fixtures: st
     stops = SiteStops((s.name for s in config.sites),
                       multiprocessing.get_context(None if config.start_method == "default" else config.start_method))
     make = make_pool or partial(pools.make_pool, config.pool, workers, worker_settings(config, fixtures),
-                                config.start_method, config.dask_scheduler or None, stops)
+                                config.start_method, config.dask_scheduler or None, stops,
+                                dask_timeout=config.dask_timeout, verbose=progress.verbose)
     supervisor = PoolSupervisor(make, workers, config.page_deadline)  # first: no run if no pool
     try:
         writer = RunWriter.open(db, config.path, config.text, offline, resume, recorder)
@@ -181,9 +182,9 @@ def make_engine(config: Config, writer: RunWriter, supervisor: PoolSupervisor, p
     per_host = workers if offline else config.max_in_flight_per_host
     # A worker that finishes a page should find the next one waiting in the pool, not wait
     # for the main process. Submitting ahead cannot put more requests in flight than there
-    # are workers, so it is allowed where that stays within the host's limit and no delay
-    # is asked; not to a cluster, which may have more threads than `workers`.
-    ahead = delay == 0 and per_host >= workers and supervisor.runs_at_most_workers()
+    # are workers (every pool, a Dask one too, runs at most `workers` at once), so it is
+    # allowed where that stays within the host's limit and no delay is asked.
+    ahead = delay == 0 and per_host >= workers
     max_submitted = workers * SUBMIT_AHEAD if ahead else workers
     decisions = Decisions(config, writer, supervisor, progress, offline, blocked_dir)
     decisions.frontier = Frontier(decisions.task, robots.is_robots, max_submitted if ahead else per_host, delay,

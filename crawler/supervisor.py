@@ -98,6 +98,3 @@ class PoolSupervisor:
     def close(self) -> None:
         shutdown_pool(self.pool)
 
-    def runs_at_most_workers(self) -> bool:
-        """False for a cluster, which runs as many tasks at once as it has threads."""
-        return getattr(self.pool, "runs_at_most_workers", True)

@@ -222,8 +222,6 @@ def test_an_address_that_accepts_and_never_answers_is_one_line_within_the_timeou
         listener.close()
 
 
-@pytest.mark.xfail(strict=True, raises=subprocess.TimeoutExpired,
-                   reason="crawler/scheduler.py does not hand crawl.dask_timeout to make_pool yet")
 def test_cli_against_a_silent_address_says_so_in_one_line_and_exits_2(tmp_path, server):
     listener, _ = silent_listener()
     address = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
