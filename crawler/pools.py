@@ -26,6 +26,7 @@ import math
 import multiprocessing
 import multiprocessing.pool
 import os
+import pickle
 import platform
 import queue
 import signal
@@ -33,7 +34,7 @@ import sys
 import threading
 import uuid
 import warnings
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from multiprocessing.pool import ThreadPool
 from types import FunctionType
@@ -193,6 +194,9 @@ def _session_plugin_class() -> type:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
             self._fetch, self._stop = _crawl_fetch(self.settings)
             self._threads = worker.executors["default"]  # the worker's --nthreads
+            # Pages of this crawl downloading here, the most allowed at once (the driver's word,
+            # with each page), and the pages waiting for one of them to end.
+            self._running, self._share, self._waiting = 0, 0, []
             worker.handlers[self.name] = self.fetch
             worker.handlers[f"{self.name}-stop"] = self.stop
 
@@ -200,13 +204,36 @@ def _session_plugin_class() -> type:
             for op in (self.name, f"{self.name}-stop"):
                 worker.handlers.pop(op, None)
 
-        async def fetch(self, task: FetchTask) -> dict[str, Any]:
-            """A page, downloaded in one of the worker's threads; what it raised is an answer too."""
+        async def fetch(self, task: bytes, share: int) -> dict[str, Any]:
+            """A page (a pickled FetchTask), downloaded in one of the worker's threads once fewer
+            than `share` of the crawl's pages are downloading here; what it raised is an answer too.
+
+            The task and the result travel pickled, as bytes: Dask's own serialization of them
+            cost the worker and the driver more than the download."""
+            if share != self._share:  # a worker left the crawl, and this one may take more
+                self._share = share
+                self._wake()
+            while self._running >= self._share:
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiting.append(waiter)
+                await waiter
+            self._running += 1
             try:
-                result = await asyncio.get_running_loop().run_in_executor(self._threads, self._fetch, task)
+                result = await asyncio.get_running_loop().run_in_executor(self._threads, self._fetch,
+                                                                           pickle.loads(task))
             except Exception as exc:  # noqa: BLE001 - a FetchError, or a fault: the driver's error callback gets it
                 return {"status": "error", "exception": to_serialize(exc)}
-            return {"status": "OK", "result": to_serialize(result)}
+            finally:
+                self._running -= 1
+                self._wake()
+            return {"status": "OK", "result": pickle.dumps(result, pickle.HIGHEST_PROTOCOL)}
+
+        def _wake(self) -> None:
+            """Every waiting page looks again, in the order they came (a few at most)."""
+            waiting, self._waiting = self._waiting, []
+            for waiter in waiting:
+                if not waiter.done():  # done: its call was cancelled
+                    waiter.set_result(None)
 
         def stop(self, site: str, why: int) -> None:
             self._stop(site, why)
@@ -264,11 +291,12 @@ class DaskPool:
     """A dask.distributed cluster in the shape of multiprocessing.Pool, as the scheduler uses it.
 
     Every page is a call from the driver to a worker's handler, on the Dask client's event
-    loop: to the running worker with the most threads free, again elsewhere if that worker
-    dies or cannot be reached (as Dask reruns a dead worker's tasks). No more than `workers`
-    pages download at once, as in a Pool of that many processes, so the scheduler may submit
-    ahead. The callbacks run on a thread of their own, one at a time, in the order the pages
-    came back.
+    loop: to the running worker with the most room, again elsewhere if that worker dies or
+    cannot be reached (as Dask reruns a dead worker's tasks). No more than `workers` pages
+    download at once, as in a Pool of that many processes, so the scheduler may submit ahead:
+    each worker downloads at most its share of them and holds as many again waiting, as a
+    Pool's queue does, so that it never waits for the driver between two pages. The callbacks
+    run on a thread of their own, one at a time, in the order the pages came back.
     """
 
     # A worker lost mid-page has its page sent elsewhere; a new cluster would only cost seconds.
@@ -278,21 +306,27 @@ class DaskPool:
                  stops: SiteStops) -> None:
         self.client, self.cluster, self.address, self.timeout = client, cluster, address, timeout
         # At most `workers` pages are downloading, however many threads the cluster has (the
-        # per-host limits count on it); the pages submitted beyond wait here, as in a Pool's queue.
+        # per-host limits count on it); the pages submitted beyond wait on the workers (a few
+        # each) and here, as in a Pool's queue.
         self.workers, self.stops = workers, stops
-        self._slots: asyncio.Semaphore | None = None  # made on the event loop, which alone uses it
         # The plugin's name, and its handlers': the crawl's own, so that crawls sharing a cluster stay apart.
         self.name = f"crawler-{uuid.uuid4().hex}"
         self._state = "run"  # then "terminate"
         self._lost: str | None = None  # why the scheduler counts as gone
         self._calls = itertools.count(1)
-        # On the event loop only: threads per worker the crawl is set up on, pages each has now,
-        # workers not asked until when, workers the crawl could not be set up on.
+        # On the event loop only: threads per worker the crawl is set up on, its share of the
+        # `workers` downloads at once, pages sent to each and not back, workers not asked until
+        # when, workers the crawl could not be set up on; pages submitted and not yet sent.
         self._threads: dict[str, int] = {}
-        self._refused: set[str] = set()
-        self._plugin = b""  # the crawl's plugin, pickled once for every worker it is added to
-        self._busy: Counter[str] = Counter()
+        self._share: dict[str, int] = {}
+        self._sent: Counter[str] = Counter()
         self._shunned: dict[str, float] = {}
+        self._refused: set[str] = set()
+        self._pending: deque[tuple[FetchTask, Callable[[Any], Any] | None, Callable[[BaseException], Any] | None]] \
+            = deque()
+        self._calls_out: set[asyncio.Future] = set()  # held here: the event loop keeps only weak references
+        self._retry: asyncio.TimerHandle | None = None
+        self._plugin = b""  # the crawl's plugin, pickled once for every worker it is added to
         self._answers: queue.SimpleQueue = queue.SimpleQueue()
         self._callbacks = threading.Thread(target=self._run_callbacks, name="dask-pool-callbacks", daemon=True)
         self._stopper: threading.Thread | None = None
@@ -330,54 +364,82 @@ class DaskPool:
         if reason:
             raise PoolUnavailable(reason)
         (task,) = args
-        self.client.loop.add_callback(self._send, task, callback, error_callback)
+        self.client.loop.add_callback(self._queue, task, callback, error_callback)
         return DaskCall(f"{self.name}-{next(self._calls)}")
 
-    async def _send(self, task: FetchTask, callback: Callable[[Any], Any] | None,
-                    error_callback: Callable[[BaseException], Any] | None) -> None:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.workers)
-        try:
-            async with self._slots:
-                why = self.stops.why(task.site)
-                if why:  # stopped while the page waited here: not sent, as a worker would not ask the site
-                    self._answers.put((error_callback, FetchError(task.url, not_fetched(task.site, why),
-                                                                  retryable=False)))
-                    return
-                await self._download(task, callback, error_callback)
-        except Exception as exc:  # noqa: BLE001 - escaping the event loop it would be a log line and a lost page
-            self._answers.put((error_callback, exc))
+    def _queue(self, task: FetchTask, callback: Callable[[Any], Any] | None,
+               error_callback: Callable[[BaseException], Any] | None) -> None:
+        self._pending.append((task, callback, error_callback))
+        self._dispatch()
 
-    async def _download(self, task: FetchTask, callback: Callable[[Any], Any] | None,
-                        error_callback: Callable[[BaseException], Any] | None) -> None:
-        from distributed.protocol import to_serialize
-
-        while self._state == "run":
+    def _dispatch(self) -> None:
+        """Send the pending pages, in order, to the workers with room for them (on the event loop)."""
+        while self._pending and self._state == "run":
+            task, callback, error_callback = self._pending[0]
+            why = self.stops.why(task.site)
+            if why:  # stopped while the page waited here: not sent, as a worker would not ask the site
+                self._pending.popleft()
+                self._answers.put((error_callback, FetchError(task.url, not_fetched(task.site, why),
+                                                              retryable=False)))
+                continue
             worker = self._pick()
             if worker is None:
-                await asyncio.sleep(DASK_NO_WORKER_WAIT)
-                continue
-            self._busy[worker] += 1
-            try:
-                answer = await getattr(self.client.rpc(worker), self.name)(task=to_serialize(task))
-            except Exception:  # noqa: BLE001 - the worker died, cannot be reached, or lacks the crawl: elsewhere
-                answer = None
-            finally:
-                self._busy[worker] -= 1
-            if not isinstance(answer, dict) or "status" not in answer:  # no answer (a connection closing): elsewhere
-                self._shunned[worker] = asyncio.get_running_loop().time() + self.timeout
-                continue
-            if answer["status"] == "OK":
-                self._answers.put((callback, answer["result"]))
-            else:
-                self._answers.put((error_callback, answer["exception"]))
-            return
+                if self._retry is None:  # none can take it now: when a call ends, or soon
+                    self._retry = asyncio.get_running_loop().call_later(DASK_NO_WORKER_WAIT, self._look_again)
+                return
+            self._pending.popleft()
+            self._sent[worker] += 1
+            call = asyncio.ensure_future(self._call(worker, task, callback, error_callback))
+            self._calls_out.add(call)
+            call.add_done_callback(self._calls_out.discard)
+
+    def _look_again(self) -> None:
+        self._retry = None
+        self._dispatch()
+
+    async def _call(self, worker: str, task: FetchTask, callback: Callable[[Any], Any] | None,
+                    error_callback: Callable[[BaseException], Any] | None) -> None:
+        try:
+            answer = await getattr(self.client.rpc(worker), self.name)(
+                task=pickle.dumps(task, pickle.HIGHEST_PROTOCOL), share=self._share[worker])
+        except Exception:  # noqa: BLE001 - the worker died, cannot be reached, or lacks the crawl: elsewhere
+            answer = None
+        finally:
+            self._sent[worker] -= 1
+        if isinstance(answer, dict) and answer.get("status") == "OK":
+            self._answers.put((callback, answer["result"]))
+        elif isinstance(answer, dict) and "exception" in answer:
+            self._answers.put((error_callback, answer["exception"]))
+        else:  # no answer (a connection closing): the page goes first to another worker
+            self._shunned[worker] = asyncio.get_running_loop().time() + self.timeout
+            self._pending.appendleft((task, callback, error_callback))
+        self._dispatch()
 
     def _pick(self) -> str | None:
-        """The running worker with the most threads free, leaving out those that just failed a call."""
+        """The worker with the most room for pages, leaving out those that just failed a call."""
         now = asyncio.get_running_loop().time()
-        ready = [w for w in self._threads if self._shunned.get(w, 0.0) <= now]
-        return max(ready, key=lambda w: self._threads[w] - self._busy[w], default=None)
+        ready = [w for w in self._share if self._shunned.get(w, 0.0) <= now and self._free(w) > 0]
+        return max(ready, key=self._free, default=None)
+
+    def _free(self, worker: str) -> int:
+        # Each worker holds as many of the crawl's pages waiting as it may download at once, so
+        # that a thread that finishes one starts the next without waiting for the driver.
+        return 2 * self._share[worker] - self._sent[worker]
+
+    def _allot(self) -> None:
+        """Share `workers` downloads at once among the workers the crawl runs on, none above its
+        threads. A worker keeps its share while it runs (what it was told stays true); a worker
+        that leaves frees its share for the others, and one that joins gets what is unallotted."""
+        self._share = {w: self._share.get(w, 0) for w in self._threads}
+        free = self.workers - sum(self._share.values())
+        while free > 0:
+            spare = [w for w in self._share if self._share[w] < self._threads[w]]
+            if not spare:
+                break
+            most = max(spare, key=lambda w: self._threads[w] - self._share[w])
+            self._share[most] += 1
+            free -= 1
+        self._dispatch()
 
     def _run_callbacks(self) -> None:
         """The callbacks, one at a time, in the order the answers came: never raises."""
@@ -386,7 +448,7 @@ class DaskPool:
             if handler is None or self._state != "run":
                 continue
             try:
-                handler(value)
+                handler(pickle.loads(value) if isinstance(value, bytes) else value)  # a FetchResult comes pickled
             except BaseException:  # noqa: BLE001
                 log.exception("a dask pool callback raised")
 
@@ -503,6 +565,7 @@ async def _add_crawl(pool: DaskPool, threads: dict[str, int]) -> dict[str, BaseE
             failed[worker] = answer
         else:
             pool._threads[worker] = threads[worker]
+    pool._allot()
     return failed
 
 
@@ -553,8 +616,11 @@ async def _watch(pool: DaskPool) -> None:
         except Exception as exc:  # noqa: BLE001 - gone, refused, closed
             pool._lost = f"lost the dask scheduler at {pool.address}: {_reason(exc)}"
             return
-        for gone in [w for w in pool._threads if w not in running]:
-            del pool._threads[gone]
+        gone = [w for w in pool._threads if w not in running]
+        for worker in gone:
+            del pool._threads[worker]
+        if gone:
+            pool._allot()
         joined = {w: n for w, n in running.items() if w not in pool._threads and w not in pool._refused}
         if joined:
             pool._refused.update(await _add_crawl(pool, joined))
