@@ -390,13 +390,62 @@ def test_a_scheduler_that_stops_answering_is_lost_within_the_timeout(server, own
 
 # -- 6. politeness across the cluster's threads ----------------------------------------------------
 
+def downloading(client) -> int:
+    """Pages the crawls' plugins on the workers are downloading now (in a thread, the request sent or sending)."""
+    found = client.run(lambda dask_worker: sum(plugin._running for name, plugin in dask_worker.plugins.items()
+                                               if name.startswith("crawler-")))
+    return sum(found.values())
+
+
+class FirstRoundHeld(Overlap):
+    """Overlap, except that the first round is held until every download the workers have
+    begun has reached the server: a cluster that ran more than the limit at once would have
+    them all in the server together, whatever the machine's speed."""
+
+    def __init__(self, server, target: int, total: int, client) -> None:
+        super().__init__(server, target, total)
+        self.client = client
+        self.first_round = threading.Event()
+
+    def _route(self, page):
+        answer = super()._route(page)
+
+        def held(handler):
+            with self.changed:
+                self.active += 1
+                self.peak = max(self.peak, self.active)
+                self.changed.notify_all()
+                if not self.changed.wait_for(self.first_round.is_set, timeout=HOLD_BOUND):
+                    self.timeouts += 1
+                self.active -= 1
+            answer(handler)
+        return held
+
+    def watch(self) -> None:
+        """Release the first round once the workers' downloads are all in the server (bounded)."""
+        for _ in range(int(HOLD_BOUND / 0.02)):
+            with self.changed:
+                arrived = self.active
+            if arrived >= self.target and downloading(self.client) == arrived:
+                break
+            threading.Event().wait(0.02)
+        with self.changed:
+            self.first_round.set()
+            self.changed.notify_all()
+
+
 @pytest.mark.parametrize("workers, per_host", [(4, 4), (8, 2)])
-def test_the_host_limit_holds_however_many_threads_the_cluster_has(workers, per_host, tmp_path, server, cluster):
-    """The cluster has 8 threads. Requests wait at the server until `per_host` are in at once
-    (Overlap): the peak reaches the limit whatever the machine's speed, and no further."""
-    overlap = Overlap(server, target=per_host, total=OFFLINE.pages_of("maoyan", "top100"))
+def test_the_host_limit_holds_however_many_threads_the_cluster_has(workers, per_host, tmp_path, server, cluster,
+                                                                   client):
+    """The cluster has 8 threads. The first requests are held until `per_host` are in the server
+    and every download the workers began is among them; after that, requests wait at the server
+    until `per_host` are in at once (Overlap): the peak reaches the limit and no further."""
+    overlap = FirstRoundHeld(server, target=per_host, total=OFFLINE.pages_of("maoyan", "top100"), client=client)
+    watcher = threading.Thread(target=overlap.watch, daemon=True)
+    watcher.start()
     cfg = dask_config(tmp_path, server, cluster.address, workers=workers, max_in_flight_per_host=per_host)
     result = run_cli(str(cfg), "--db", str(tmp_path / "movies.db"), "-q")
+    watcher.join(HOLD_BOUND)
     assert result.returncode == 0, result.stderr
     assert overlap.peak == per_host and overlap.timeouts == 0
 
