@@ -50,6 +50,9 @@ TARGET_VS_SCRAPY_AT_32 = 1.25
 TARGET_CPU_MS_PER_PAGE_AT_32 = 8.0
 TARGET_PEAK_MB_AT_8 = 150.0
 TARGET_STARTUP_S = 1.0
+# A Dask cluster on the same machine (--pools process,dask), against the process pool in the same run.
+TARGET_DASK_SHARE_OF_PROCESS_AT_8 = 0.80
+TARGET_DASK_CPU_MS_PER_PAGE_AT_8 = 12.0
 # The crawler's runs are named by their pool: "crawler" is the default (process) pool.
 TOOL_OF_POOL = {"process": "crawler", "thread": "crawler-thread", "dask": "crawler-dask"}
 POOL_OF_TOOL = {tool: kind for kind, tool in TOOL_OF_POOL.items()}
@@ -478,6 +481,15 @@ def targets(reports: list[dict], args) -> list[tuple[str, bool]]:
         out.append((f"32 in flight <= {TARGET_CPU_MS_PER_PAGE_AT_32:g} ms CPU per page "
                     f"({crawler32['cpu_ms_per_page']:.2f})",
                     crawler32["cpu_ms_per_page"] <= TARGET_CPU_MS_PER_PAGE_AT_32))
+    dask8 = by.get(("crawler-dask", 8))
+    if dask8 and crawler8:
+        share = dask8["pages_per_s"] / crawler8["pages_per_s"]
+        out.append((f"dask at 8 in flight >= {TARGET_DASK_SHARE_OF_PROCESS_AT_8:.0%} of the process pool's pages/s "
+                    f"({share:.1%})", share >= TARGET_DASK_SHARE_OF_PROCESS_AT_8))
+    if dask8:
+        out.append((f"dask at 8 in flight <= {TARGET_DASK_CPU_MS_PER_PAGE_AT_8:g} ms CPU per page, the cluster's "
+                    f"included ({dask8['cpu_ms_per_page']:.2f})",
+                    dask8["cpu_ms_per_page"] <= TARGET_DASK_CPU_MS_PER_PAGE_AT_8))
     if crawler32 and scrapy32:
         ratio = crawler32["pages_per_s"] / scrapy32["pages_per_s"]
         out.append((f"32 in flight >= {TARGET_VS_SCRAPY_AT_32}x Scrapy's pages/s ({ratio:.2f}x)",
