@@ -60,6 +60,15 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120, env: dict
                           capture_output=True, text=True, timeout=timeout, preexec_fn=_memory_limit(memory_limit))
 
 
+def crawl_quietly(db: Path, fixtures: Path | None = None) -> Path:
+    """db, after `python -m crawler crawl.toml` crawled into it from the fixtures (the project's
+    own with --offline, else this folder with --fixtures), as a user would; it must succeed."""
+    source = ("--fixtures", str(fixtures)) if fixtures else ("--offline",)
+    result = run_cli("crawl.toml", *source, "--db", str(db), "-q")
+    assert result.returncode == 0, result.stderr
+    return db
+
+
 def start_cli(*args: str, cwd: Path | None = None, stderr_to: Path | None = None) -> subprocess.Popen:
     """Start `python -m crawler ARGS` in the background, for tests that signal or kill it.
 

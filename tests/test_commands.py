@@ -16,18 +16,14 @@ import pytest
 from crawler.fetch import FetchTask
 from crawler.pipeline import PageOutcome
 from crawler.progress import Progress
-from tests.helpers import OFFLINE, REPO, changed_fixtures, console_script, rows, run_cli
+from tests.helpers import OFFLINE, REPO, changed_fixtures, console_script, crawl_quietly, rows, run_cli
 
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
     folder = tmp_path_factory.mktemp("commands")
-    path = folder / "movies.db"
-    first = run_cli("crawl.toml", "--offline", "--db", str(path), "-q")
-    assert first.returncode == 0, first.stderr
-    second = run_cli("crawl.toml", "--fixtures", str(changed_fixtures(folder / "fixtures")), "--db", str(path), "-q")
-    assert second.returncode == 0, second.stderr
-    return path
+    path = crawl_quietly(folder / "movies.db")
+    return crawl_quietly(path, changed_fixtures(folder / "fixtures"))
 
 
 def cli(db, *args, expect=0):

@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from tests.helpers import FIXTURES, OFFLINE, REPO, changed_fixtures, rows, run_cli
+from tests.helpers import FIXTURES, OFFLINE, REPO, changed_fixtures, crawl_quietly, rows, run_cli
 
 datasette_app = pytest.importorskip("datasette.app")
 
@@ -148,9 +148,7 @@ def test_what_changed_between_two_runs(db):
 def renamed_db(tmp_path_factory):
     """Two runs where two titles of 热映口碑榜 changed under the same movie ids, one of them moving up."""
     folder = tmp_path_factory.mktemp("datasette-renamed")
-    path = folder / "movies.db"
-    first = run_cli("crawl.toml", "--offline", "--db", str(path), "-q")
-    assert first.returncode == 0, first.stderr
+    path = crawl_quietly(folder / "movies.db")
     fixtures = folder / "fixtures"
     shutil.copytree(FIXTURES, fixtures)
     page = fixtures / "maoyan" / "board7.html"

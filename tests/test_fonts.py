@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from crawler.fetch import font_url
-from tests.helpers import FIXTURES, OFFLINE, REPO, rows, run_cli
+from tests.helpers import FIXTURES, OFFLINE, REPO, crawl_quietly, rows, run_cli
 
 EXPECTED = json.loads((FIXTURES / "maoyan" / "fonts" / "expected.json").read_text(encoding="utf-8"))["pages"]
 NUMBERS = ("month_wish", "total_wish", "realtime_box_office", "total_box_office")
@@ -29,10 +29,7 @@ def stored_numbers(db: Path, run_id: int = 1) -> list[str]:
 
 @pytest.fixture(scope="module")
 def offline(tmp_path_factory) -> Path:
-    db = tmp_path_factory.mktemp("fonts") / "movies.db"
-    result = run_cli("crawl.toml", "--offline", "--db", str(db), "-q")
-    assert result.returncode == 0, result.stderr
-    return db
+    return crawl_quietly(tmp_path_factory.mktemp("fonts") / "movies.db")
 
 
 def printed(value: float | int | None) -> str | None:

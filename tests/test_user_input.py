@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import (FIXTURES, OFFLINE, REPO, blocked_fixtures, config, fixture_pages, rows, run_cli,
-                           start_gated_crawl, stored_pages, wait_for)
+from tests.helpers import (FIXTURES, OFFLINE, REPO, blocked_fixtures, config, crawl_quietly, fixture_pages, rows,
+                           run_cli, start_gated_crawl, stored_pages, wait_for)
 
 READ_COMMANDS = [
     ("runs",), ("stats",), ("top", "top100"), ("history", "霸王别姬"), ("diff", "--from", "1", "--to", "1"), ("search", "张国荣"),
@@ -26,10 +26,7 @@ READ_COMMANDS = [
 @pytest.fixture(scope="module")
 def crawled(tmp_path_factory) -> Path:
     """A database made by one offline crawl, never written by the tests that use it."""
-    db = tmp_path_factory.mktemp("crawled") / "movies.db"
-    result = run_cli("crawl.toml", "--offline", "--db", str(db), "-q")
-    assert result.returncode == 0, result.stderr
-    return db
+    return crawl_quietly(tmp_path_factory.mktemp("crawled") / "movies.db")
 
 
 def digest(path: Path) -> str:
