@@ -216,14 +216,19 @@ class DaskCluster:
     wait is bounded, and stop() ends each process (and what it started) by its pid.
     """
 
-    def __init__(self, folder: Path, timeout: float = 60.0) -> None:
+    def __init__(self, folder: Path, timeout: float = 60.0, tls: tuple[Path, Path] | None = None) -> None:
+        """tls: (certificate, key) for every process to speak TLS with, the certificate also its authority."""
         self.folder, self.timeout = folder, timeout
+        self.tls_args = (["--tls-ca-file", str(tls[0]), "--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+                         if tls else [])
+        self.tls = tls
         folder.mkdir(parents=True, exist_ok=True)
         self.workers: list[subprocess.Popen] = []
         scheduler_file = folder / "scheduler.json"
         scheduler_file.unlink(missing_ok=True)  # an earlier cluster's address is not this one's
         self.scheduler = self._start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
-                                      "--scheduler-file", str(scheduler_file), "--no-dashboard"], "scheduler")
+                                      "--scheduler-file", str(scheduler_file), "--no-dashboard",
+                                      *(["--protocol", "tls"] if tls else []), *self.tls_args], "scheduler")
         try:
             self.address = self._wait(lambda: json.loads(scheduler_file.read_text(encoding="utf-8"))["address"],
                                       self.scheduler, "the scheduler to write its address")
@@ -231,19 +236,31 @@ class DaskCluster:
             self.stop()
             raise
 
+    def client_environment(self) -> dict[str, str]:
+        """The variables that give a client (the crawler) this cluster's TLS settings."""
+        if not self.tls:
+            return {}
+        prefix = "DASK_DISTRIBUTED__COMM__TLS__"
+        return {f"{prefix}CA_FILE": str(self.tls[0]), f"{prefix}CLIENT__CERT": str(self.tls[0]),
+                f"{prefix}CLIENT__KEY": str(self.tls[1])}
+
     def add_worker(self, nthreads: int, env: dict[str, str] | None = None, cwd: Path | None = None,
                    nanny: bool = True) -> subprocess.Popen:
         """Start one worker process (with its nanny) of `nthreads` threads; env, cwd: its own, else the benchmark's."""
         args = ["distributed.cli.dask_worker", self.address, "--nthreads", str(nthreads), "--host", "127.0.0.1",
-                "--no-dashboard", "--local-directory", str(self.folder), "--nanny" if nanny else "--no-nanny"]
+                "--no-dashboard", "--local-directory", str(self.folder), "--nanny" if nanny else "--no-nanny",
+                *self.tls_args]
         self.workers.append(self._start(args, f"worker-{len(self.workers)}", env, cwd))
         return self.workers[-1]
 
     def wait_for_workers(self, count: int) -> None:
         """Until `count` workers have registered with the scheduler."""
         from distributed import Client
+        from distributed.security import Security
 
-        with Client(self.address, timeout=self.timeout, set_as_default=False) as client:
+        security = Security(tls_ca_file=str(self.tls[0]), tls_client_cert=str(self.tls[0]),
+                            tls_client_key=str(self.tls[1]), require_encryption=True) if self.tls else None
+        with Client(self.address, timeout=self.timeout, set_as_default=False, security=security) as client:
             client.wait_for_workers(count, timeout=self.timeout)
 
     def pids(self) -> list[int]:

@@ -664,12 +664,21 @@ def _answers_handshake(address: str, timeout: float) -> None:
     """Raise unless a Dask server at address answers a handshake: Client() waits forever for one
     that accepts the connection and says nothing (a dashboard's port, any silent listener)."""
     from distributed.comm import connect, get_address_host_port
+    from distributed.security import Security
 
     if not address.startswith("inproc://"):
         get_address_host_port(address)  # a bad address said here (ValueError), not by a half-made Client
+    # Dask's TLS settings (distributed.comm.tls.*, from its configuration or DASK_* variables),
+    # as the Client will use them.
+    tls = Security().get_connection_args("client")
+    if address.startswith("tls://") and tls.get("ssl_context") is None:
+        variables = [f"DASK_DISTRIBUTED__COMM__TLS__{name}" for name in ("CA_FILE", "CLIENT__CERT", "CLIENT__KEY")]
+        raise PoolUnavailable(f"the dask scheduler at {address} speaks TLS, and this host has no TLS settings for "
+                              f"Dask: set {', '.join(variables[:2])} and {variables[2]} (or distributed.comm.tls in "
+                              f"Dask's configuration)")
 
     async def handshake() -> None:
-        comm = await connect(address, timeout=timeout)  # connecting alone: at most `timeout`
+        comm = await connect(address, timeout=timeout, **tls)  # connecting alone: at most `timeout`
         comm.abort()
 
     try:

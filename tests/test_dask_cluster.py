@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -235,6 +236,43 @@ def test_cli_against_a_silent_address_says_so_in_one_line_and_exits_2(tmp_path, 
                                           f"within 1 s: give the scheduler's address (port 8786 unless it was "
                                           f"started with another), not its dashboard's"]
     assert runs(tmp_path / "movies.db") == []
+
+
+@pytest.fixture
+def certificate(tmp_path) -> tuple[Path, Path]:
+    """A self-signed certificate and its key, as an operator might make for a cluster's TLS."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=crawler-tests"], check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def test_a_cluster_that_speaks_tls_is_crawled_with_dasks_own_tls_settings(tmp_path, server, certificate):
+    """The README's advice: TLS on the scheduler and workers, Dask's TLS settings on the driver."""
+    server.serve_fixtures("maoyan")
+    cluster = DaskCluster(tmp_path / "dask", tls=certificate)
+    try:
+        cluster.add_worker(2, nanny=False)
+        cluster.wait_for_workers(1)
+        assert cluster.address.startswith("tls://")
+        cfg = dask_config(tmp_path, server, cluster.address)
+        without = run_cli(str(cfg), "--db", str(tmp_path / "without.db"), "-q",
+                          env=dict.fromkeys(cluster.client_environment()))
+        assert without.returncode == 2
+        assert without.stderr.splitlines() == [
+            f"crawler: error: the dask scheduler at {cluster.address} speaks TLS, and this host has no TLS settings "
+            f"for Dask: set DASK_DISTRIBUTED__COMM__TLS__CA_FILE, DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT and "
+            f"DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY (or distributed.comm.tls in Dask's configuration)"]
+        assert runs(tmp_path / "without.db") == []
+        db = tmp_path / "movies.db"
+        result = run_cli(str(cfg), "--db", str(db), "-q", env=cluster.client_environment())
+        assert result.returncode == 0, result.stderr
+        assert ranks(db) == list(range(1, OFFLINE.records_of("maoyan", "top100") + 1))
+    finally:
+        cluster.stop()
 
 
 def test_ctrl_c_while_connecting_stops_without_claiming_a_run(tmp_path, server):
