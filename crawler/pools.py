@@ -667,7 +667,9 @@ def _answers_handshake(address: str, timeout: float) -> None:
     from distributed.security import Security
 
     if not address.startswith("inproc://"):
-        get_address_host_port(address)  # a bad address said here (ValueError), not by a half-made Client
+        _, port = get_address_host_port(address)  # a bad address said here (ValueError), not by a half-made Client
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} is out of range (1 to 65535)")
     # Dask's TLS settings (distributed.comm.tls.*, from its configuration or DASK_* variables),
     # as the Client will use them.
     tls = Security().get_connection_args("client")

@@ -264,6 +264,7 @@ def test_dask_address_uses_that_cluster_and_leaves_it_running(server):
 @pytest.mark.parametrize("address, why", [
     ("tcp://127.0.0.1:{port}", r"Timed out trying to connect to tcp://127\.0\.0\.1:\d+ after 1 s$"),
     ("127.0.0.1", r"missing port number"),
+    ("tcp://127.0.0.1:99999", r"port 99999 is out of range \(1 to 65535\)$"),
     ("foo://127.0.0.1:{port}", r"unknown address scheme 'foo'"),
 ])
 def test_dask_scheduler_that_cannot_be_reached_is_one_clear_error(address, why, server, monkeypatch):
