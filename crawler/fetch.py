@@ -133,19 +133,6 @@ class SiteStops:
         return self.flags[self.sites.index(site)] if site in self.sites else 0
 
 
-_settings: WorkerSettings | None = None
-_stops: SiteStops | None = None
-
-
-def stop_here(site: str, why: int) -> None:
-    """Set a site's stop flag in this worker process (Dask runs it on every worker)."""
-    if _stops is not None:
-        _stops.stop(site, why)
-# One Session per downloading thread: a process worker has one thread, a thread or Dask
-# worker several, and requests.Session is not safe to share between threads.
-_local = threading.local()
-
-
 def init_worker(settings: WorkerSettings, stops: SiteStops | None = None) -> None:
     """Process-pool initializer: set up downloads, and leave signals to the main process."""
     # The main process decides what Ctrl-C means; workers must not print tracebacks for it.
@@ -157,14 +144,9 @@ def init_worker(settings: WorkerSettings, stops: SiteStops | None = None) -> Non
 
 
 def configure(settings: WorkerSettings, stops: SiteStops | None = None) -> None:
-    """Set up downloads in this process; each thread makes its Session on first use."""
-    global _settings, _from_environment, _stops
-    _from_environment = {name: _environment_for(site.base_url) for name, site in settings.sites.items()}
-    _settings, _stops = settings, stops
-
-
-# Per site: the proxies and ~/.netrc login the environment gives its base URL.
-_from_environment: dict[str, dict] = {}
+    """Set up this process's downloads, which fetch() uses; each thread makes its Session on first use."""
+    global _downloads
+    _downloads = Downloads(settings, stops)
 
 
 def _environment_for(base_url: str) -> dict:
@@ -178,16 +160,9 @@ def _environment_for(base_url: str) -> dict:
             "auth": requests.utils.get_netrc_auth(base_url)}
 
 
-def thread_session() -> requests.Session:
-    """This thread's Session, made anew when the settings changed, reused (keep-alive) otherwise."""
-    if getattr(_local, "settings", None) is not _settings:
-        _local.session, _local.settings = make_session(_settings), _settings
-    return _local.session
-
-
 def make_session(settings: WorkerSettings) -> requests.Session:
     session = requests.Session()
-    session.trust_env = False  # read once in configure() instead: see _environment_for
+    session.trust_env = False  # read once per site instead: see _environment_for
     session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     session.headers["User-Agent"] = settings.user_agent
     for site in settings.sites.values():
@@ -203,38 +178,73 @@ def make_session(settings: WorkerSettings) -> requests.Session:
     return session
 
 
+class Downloads:
+    """One crawl's downloads in this process: its settings, the sites' stop flags, the proxies
+    and logins the environment gives each site, and a Session per downloading thread.
+
+    A process or thread pool's workers share one (configure); a Dask worker has one for each
+    crawl it serves. requests.Session is not safe to share between threads.
+    """
+
+    def __init__(self, settings: WorkerSettings, stops: SiteStops | None = None) -> None:
+        self.settings, self.stops = settings, stops
+        self._environment = {name: _environment_for(site.base_url) for name, site in settings.sites.items()}
+        self._local = threading.local()
+
+    def session(self) -> requests.Session:
+        """This thread's Session, kept for its next page (keep-alive)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = make_session(self.settings)
+        return session
+
+    def stop(self, site: str, why: int) -> None:
+        """Set a site's stop flag for these downloads (Dask's driver calls it on every worker)."""
+        if self.stops is not None:
+            self.stops.stop(site, why)
+
+    def fetch(self, task: FetchTask) -> FetchResult:
+        """Download one page within the page deadline, following redirects only inside the site."""
+        settings, session = self.settings, self.session()
+        site = settings.sites[task.site]
+        site_host = urlsplit(site.base_url).hostname
+        environment = self._environment.get(task.site, {})
+        started = time.monotonic()
+        deadline = started + settings.page_deadline
+        url = task.url
+        with _hard_deadline(task.url, settings.page_deadline):
+            for _ in range(MAX_REDIRECTS + 1):
+                why = self.stops.why(task.site) if self.stops is not None else 0
+                if why:
+                    raise FetchError(task.url, not_fetched(task.site, why), retryable=False)
+                response = _get(session, url, {**site.headers, **_conditions(task)}, deadline,
+                                settings.request_timeout, environment)
+                with response, _watchdog.watch(response, deadline):
+                    location = response.headers.get("location")
+                    if response.is_redirect and location:
+                        target = urljoin(url, location)
+                        if urlsplit(target).hostname != site_host:
+                            # Left for the main process to judge (a verification host is a block).
+                            return _result(task.url, url, response, b"", started, False)
+                        url = target
+                        continue
+                    body, truncated = _read(url, response, deadline, settings.max_page_bytes)
+                    result = _result(task.url, url, response, body, started, truncated)
+                if site.font_hosts and result.status == 200 and not truncated:
+                    result.font, result.font_url, result.font_error = _fetch_font(
+                        session, site, url, body, deadline, settings.request_timeout, environment)
+                return result
+        raise FetchError(task.url, f"more than {MAX_REDIRECTS} redirects", retryable=False)
+
+
+# This process's downloads, for the pools that call fetch() by name (process and thread).
+_downloads: Downloads | None = None
+
+
 def fetch(task: FetchTask) -> FetchResult:
-    """Download one page within the page deadline, following redirects only inside the site."""
-    assert _settings is not None, "fetch() runs in a worker set up by init_worker or configure"
-    settings = _settings
-    site = settings.sites[task.site]
-    site_host = urlsplit(site.base_url).hostname
-    started = time.monotonic()
-    deadline = started + settings.page_deadline
-    url = task.url
-    with _hard_deadline(task.url, settings.page_deadline):
-        for _ in range(MAX_REDIRECTS + 1):
-            why = _stops.why(task.site) if _stops is not None else 0
-            if why:
-                raise FetchError(task.url, not_fetched(task.site, why), retryable=False)
-            response = _get(url, {**site.headers, **_conditions(task)}, deadline, settings.request_timeout,
-                            _from_environment.get(task.site, {}))
-            with response, _watchdog.watch(response, deadline):
-                location = response.headers.get("location")
-                if response.is_redirect and location:
-                    target = urljoin(url, location)
-                    if urlsplit(target).hostname != site_host:
-                        # Left for the main process to judge (a verification host is a block).
-                        return _result(task.url, url, response, b"", started, False)
-                    url = target
-                    continue
-                body, truncated = _read(url, response, deadline, settings.max_page_bytes)
-                result = _result(task.url, url, response, body, started, truncated)
-            if site.font_hosts and result.status == 200 and not truncated:
-                result.font, result.font_url, result.font_error = _fetch_font(
-                    site, url, body, deadline, settings.request_timeout, _from_environment.get(task.site, {}))
-            return result
-    raise FetchError(task.url, f"more than {MAX_REDIRECTS} redirects", retryable=False)
+    """Download one page with this process's downloads."""
+    assert _downloads is not None, "fetch() runs in a worker set up by init_worker or configure"
+    return _downloads.fetch(task)
 
 
 def font_url(body: bytes, page_url: str) -> str | None:
@@ -247,8 +257,8 @@ def font_url(body: bytes, page_url: str) -> str | None:
     return urljoin(page_url, next((u for u in urls if u.lower().endswith(".woff")), urls[0]))
 
 
-def _fetch_font(site: SiteHTTP, page_url: str, body: bytes, deadline: float, timeout: float,
-                environment: dict) -> tuple[bytes | None, str | None, str | None]:
+def _fetch_font(session: requests.Session, site: SiteHTTP, page_url: str, body: bytes, deadline: float,
+                timeout: float, environment: dict) -> tuple[bytes | None, str | None, str | None]:
     """(font, its URL, why it is missing): the page's web font, from an allowed host, within the deadline."""
     url = font_url(body, page_url)
     if url is None:
@@ -259,7 +269,7 @@ def _fetch_font(site: SiteHTTP, page_url: str, body: bytes, deadline: float, tim
     why = "no try"
     for _ in range(FONT_TRIES):
         try:
-            response = _get(url, site.headers, deadline, timeout, environment)
+            response = _get(session, url, site.headers, deadline, timeout, environment)
             with response, _watchdog.watch(response, deadline):
                 if response.status_code != 200:
                     why = f"HTTP {response.status_code}"
@@ -384,14 +394,14 @@ def _hard_deadline(url: str, seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
-def _get(url: str, headers: dict[str, str], deadline: float, timeout: float, environment: dict) -> requests.Response:
+def _get(session: requests.Session, url: str, headers: dict[str, str], deadline: float, timeout: float,
+         environment: dict) -> requests.Response:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise FetchError(url, "page deadline passed before the response started", retryable=True)
     timeout = min(timeout, remaining)
     try:
-        return thread_session().get(url, headers=headers, stream=True, allow_redirects=False, timeout=timeout,
-                                    **environment)
+        return session.get(url, headers=headers, stream=True, allow_redirects=False, timeout=timeout, **environment)
     except requests.Timeout:
         raise FetchError(url, f"timed out: no answer within {timeout:g} s", retryable=True) from None
     except requests.RequestException as exc:

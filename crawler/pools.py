@@ -2,10 +2,11 @@
 
 The scheduler needs only multiprocessing.Pool's shape: apply_async(fn, args, callback=,
 error_callback=) with the callbacks run in the driver, one at a time, and a terminate()
-that ends. Each kind sets up crawler.fetch in its workers the way init_worker does:
-- process: init_worker itself (one Session per process, Ctrl-C left to the driver);
-- thread: one Session per thread (requests.Session is not thread-safe) and no signal
-  calls (signal.signal raises ValueError outside the main thread);
+that ends. Each kind gives its workers a crawler.fetch.Downloads (the crawl's settings,
+stop flags and a Session per thread):
+- process: init_worker, in each process (Ctrl-C left to the driver);
+- thread: configure, once, in the driver, whose threads share it (no signal calls:
+  signal.signal raises ValueError outside the main thread);
 - dask: a WorkerPlugin, one per crawl, which the driver adds to each running worker (one
   that joins, or that Dask restarts, too) and removes when the crawl ends. Pages go
   from the driver straight to a worker's handler and back, not as Dask tasks: a task costs
@@ -37,12 +38,10 @@ import warnings
 from collections import Counter, deque
 from dataclasses import dataclass
 from multiprocessing.pool import ThreadPool
-from types import FunctionType
 from typing import Any, Callable, Protocol
 
-from . import fetch as fetch_module
-from .fetch import (BLOCKED, FetchError, FetchResult, FetchTask, SiteStops, WorkerSettings, configure, fetch, init_worker,
-                    not_fetched)
+from .fetch import (BLOCKED, Downloads, FetchError, FetchTask, SiteStops, WorkerSettings, configure, fetch,
+                    init_worker, not_fetched)
 from .errors import CrawlerError
 
 POOL_KINDS = ("process", "thread", "dask")
@@ -105,8 +104,10 @@ def make_pool(kind: str, workers: int, settings: WorkerSettings, start_method: s
             pool = ProcessPool(workers, initializer=init_worker, initargs=(settings, stops), context=context)
         else:
             stops = stops or SiteStops(settings.sites)
-            # configure, not init_worker: signal handlers can only be set in the main thread.
-            pool = SiteThreadPool(workers, initializer=configure, initargs=(settings, stops))
+            # The threads share this process's downloads (each its own Session); no init_worker:
+            # signal handlers are the main thread's to set.
+            configure(settings, stops)
+            pool = SiteThreadPool(workers)
     except (OSError, RuntimeError) as exc:  # fork or thread creation refused: EAGAIN, ENOMEM
         what = "processes" if kind == "process" else "threads"
         why = getattr(exc, "strerror", None) or str(exc)
@@ -167,25 +168,6 @@ class ProcessPool(_SharedStops, multiprocessing.pool.Pool):
         return [self._change_notifier._reader]
 
 
-def _crawl_fetch(settings: WorkerSettings) -> tuple[Callable[[FetchTask], FetchResult], Callable[[str, int], None]]:
-    """crawler.fetch's fetch and stop_here with state of their own: one crawl's settings, stop flags, sessions.
-
-    crawler.fetch keeps that state in module globals, one set per process, while a Dask
-    worker may serve several crawls at once. Its functions are rebound here to a copy of
-    its namespace, which configure() then fills for this crawl alone.
-    """
-    own = vars(fetch_module)
-    namespace = dict(own)
-    for name, value in own.items():
-        if isinstance(value, FunctionType) and value.__globals__ is own:
-            namespace[name] = FunctionType(value.__code__, namespace, value.__name__, value.__defaults__,
-                                           value.__closure__)
-            namespace[name].__kwdefaults__ = value.__kwdefaults__
-    namespace["_local"] = threading.local()  # each thread's Session for this crawl
-    namespace["configure"](settings, SiteStops(settings.sites))
-    return namespace["fetch"], namespace["stop_here"]
-
-
 def _session_plugin_class() -> type:
     """Build SessionPlugin on first use: it subclasses dask's WorkerPlugin (duck types are refused)."""
     from distributed.diagnostics.plugin import WorkerPlugin
@@ -203,11 +185,9 @@ def _session_plugin_class() -> type:
             # Our own worker processes share the terminal: Ctrl-C is for the driver to handle.
             if self.ignore_sigint and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-            self._fetch, self._stop = _crawl_fetch(self.settings)
+            # The crawl's own downloads (settings, stop flags, sessions): a worker may serve several crawls.
+            self._downloads = Downloads(self.settings, SiteStops(self.settings.sites))
             self._threads = worker.executors["default"]  # the worker's --nthreads
-            # Pages of this crawl downloading here, the most allowed at once (the driver's word,
-            # with each page), and the pages waiting for one of them to end.
-            self._running, self._share, self._waiting = 0, 0, []
             worker.handlers[self.name] = self.fetch
             worker.handlers[f"{self.name}-stop"] = self.stop
 
@@ -215,39 +195,21 @@ def _session_plugin_class() -> type:
             for op in (self.name, f"{self.name}-stop"):
                 worker.handlers.pop(op, None)
 
-        async def fetch(self, task: bytes, share: int) -> dict[str, Any]:
-            """A page (a pickled FetchTask), downloaded in one of the worker's threads once fewer
-            than `share` of the crawl's pages are downloading here; what it raised is an answer too.
+        async def fetch(self, task: bytes) -> dict[str, Any]:
+            """A page (a pickled FetchTask), downloaded in one of the worker's threads; what it
+            raised is an answer too.
 
             The task and the result travel pickled, as bytes: Dask's own serialization of them
             cost the worker and the driver more than the download."""
-            if share != self._share:  # a worker left the crawl, and this one may take more
-                self._share = share
-                self._wake()
-            while self._running >= self._share:
-                waiter = asyncio.get_running_loop().create_future()
-                self._waiting.append(waiter)
-                await waiter
-            self._running += 1
             try:
-                result = await asyncio.get_running_loop().run_in_executor(self._threads, self._fetch,
+                result = await asyncio.get_running_loop().run_in_executor(self._threads, self._downloads.fetch,
                                                                            pickle.loads(task))
             except Exception as exc:  # noqa: BLE001 - a FetchError, or a fault: the driver's error callback gets it
                 return {"status": "error", "exception": to_serialize(exc)}
-            finally:
-                self._running -= 1
-                self._wake()
             return {"status": "OK", "result": pickle.dumps(result, pickle.HIGHEST_PROTOCOL)}
 
-        def _wake(self) -> None:
-            """Every waiting page looks again, in the order they came (a few at most)."""
-            waiting, self._waiting = self._waiting, []
-            for waiter in waiting:
-                if not waiter.done():  # done: its call was cancelled
-                    waiter.set_result(None)
-
         def stop(self, site: str, why: int) -> None:
-            self._stop(site, why)
+            self._downloads.stop(site, why)
 
     SessionPlugin.__module__, SessionPlugin.__qualname__ = __name__, "SessionPlugin"
     return SessionPlugin
@@ -305,20 +267,20 @@ class DaskPool:
     loop: to the running worker with the most room, again elsewhere if that worker dies or
     cannot be reached (as Dask reruns a dead worker's tasks). No more than `workers` pages
     download at once, as in a Pool of that many processes, so the scheduler may submit ahead:
-    each worker downloads at most its share of them and holds as many again waiting, as a
-    Pool's queue does, so that it never waits for the driver between two pages. The callbacks
-    run on a thread of their own, one at a time, in the order the pages came back.
+    each worker is sent at most its share of them, and the rest wait here, as in a Pool's
+    queue. The callbacks run on a thread of their own, one at a time, in the order the pages
+    came back.
     """
 
     # A worker lost mid-page has its page sent elsewhere; a new cluster would only cost seconds.
     replace_when_task_lost = False
 
     def __init__(self, client: Any, cluster: Any, address: str, timeout: float, workers: int,
-                 stops: SiteStops) -> None:
+                 stops: SiteStops, page_deadline: float = 0.0) -> None:
         self.client, self.cluster, self.address, self.timeout = client, cluster, address, timeout
+        self.page_deadline = page_deadline
         # At most `workers` pages are downloading, however many threads the cluster has (the
-        # per-host limits count on it); the pages submitted beyond wait on the workers (a few
-        # each) and here, as in a Pool's queue.
+        # per-host limits count on it); the pages submitted beyond wait here, as in a Pool's queue.
         self.workers, self.stops = workers, stops
         # The plugin's name, and its handlers': the crawl's own, so that crawls sharing a cluster stay apart.
         self.name = f"crawler-{uuid.uuid4().hex}"
@@ -354,7 +316,7 @@ class DaskPool:
         timeout = timeout or DASK_CONNECT_TIMEOUT
         client, cluster = _connect(workers, address, processes, n_workers, timeout, verbose)
         pool = cls(client, cluster, address or cluster.scheduler_address, timeout, workers,
-                   stops or SiteStops(settings.sites))
+                   stops or SiteStops(settings.sites), settings.page_deadline)
         try:
             _set_up(pool, settings, ignore_sigint=cluster is not None and processes, check=bool(address))
         except BaseException:
@@ -411,8 +373,7 @@ class DaskPool:
     async def _call(self, worker: str, task: FetchTask, callback: Callable[[Any], Any] | None,
                     error_callback: Callable[[BaseException], Any] | None) -> None:
         try:
-            answer = await getattr(self.client.rpc(worker), self.name)(
-                task=pickle.dumps(task, pickle.HIGHEST_PROTOCOL), share=self._share[worker])
+            answer = await getattr(self.client.rpc(worker), self.name)(task=pickle.dumps(task, pickle.HIGHEST_PROTOCOL))
         except Exception:  # noqa: BLE001 - the worker died, cannot be reached, or lacks the crawl: elsewhere
             answer = None
         finally:
@@ -421,8 +382,9 @@ class DaskPool:
             self._answers.put((callback, answer["result"]))
         elif isinstance(answer, dict) and "exception" in answer:
             self._answers.put((error_callback, answer["exception"]))
-        else:  # no answer (a connection closing): the page goes first to another worker
-            self._shunned[worker] = asyncio.get_running_loop().time() + self.timeout
+        else:  # no answer (a connection closing): the page goes first to another worker, and this
+            # one gets none until a page it may still be downloading is past its deadline.
+            self._shunned[worker] = asyncio.get_running_loop().time() + max(self.timeout, self.page_deadline)
             self._pending.appendleft((task, callback, error_callback))
         self._dispatch()
 
@@ -433,14 +395,14 @@ class DaskPool:
         return max(ready, key=self._free, default=None)
 
     def _free(self, worker: str) -> int:
-        # Each worker holds as many of the crawl's pages waiting as it may download at once, so
-        # that a thread that finishes one starts the next without waiting for the driver.
-        return 2 * self._share[worker] - self._sent[worker]
+        # Only as many as it may download at once: a page waiting on a worker would be asked of
+        # its site even after the crawl gave up on the site, if the worker's stop flag came later.
+        return self._share[worker] - self._sent[worker]
 
     def _allot(self) -> None:
         """Share `workers` downloads at once among the workers the crawl runs on, none above its
-        threads. A worker keeps its share while it runs (what it was told stays true); a worker
-        that leaves frees its share for the others, and one that joins gets what is unallotted."""
+        threads. A worker keeps its share while it runs (the pages it has stay within it); a
+        worker that leaves frees its share for the others, and one that joins gets what is unallotted."""
         self._share = {w: self._share.get(w, 0) for w in self._threads}
         free = self.workers - sum(self._share.values())
         while free > 0:

@@ -429,9 +429,10 @@ def test_a_scheduler_that_stops_answering_is_lost_within_the_timeout(server, own
 # -- 6. politeness across the cluster's threads ----------------------------------------------------
 
 def downloading(client) -> int:
-    """Pages the crawls' plugins on the workers are downloading now (in a thread, the request sent or sending)."""
-    found = client.run(lambda dask_worker: sum(plugin._running for name, plugin in dask_worker.plugins.items()
-                                               if name.startswith("crawler-")))
+    """Pages the workers are handling for a crawl now: calls to a crawl's handler in progress (the
+    request sent, sending, or about to be), as each worker's own list of its connections says."""
+    found = client.run(lambda dask_worker: sum(1 for op in dask_worker._comms.values()
+                                               if op and op.startswith("crawler-") and not op.endswith("-stop")))
     return sum(found.values())
 
 

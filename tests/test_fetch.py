@@ -21,7 +21,7 @@ def worker(monkeypatch):
     settings = WorkerSettings(user_agent="test-agent/1.0", request_timeout=5, page_deadline=10,
                               max_page_bytes=10_000,
                               sites={"maoyan": SiteHTTP(BASE, {"Referer": BASE + "/"}, {"uuid": "abc"})})
-    monkeypatch.setattr(fetch_module, "_settings", None)
+    monkeypatch.setattr(fetch_module, "_downloads", None)
     fetch_module.configure(settings)
     return settings
 

@@ -181,7 +181,7 @@ def test_thread_pool_gives_each_thread_its_own_session(server):
 
     def session_of_this_thread() -> int:
         barrier.wait()  # all three threads at once, so no thread answers twice
-        return id(crawler.fetch.thread_session())
+        return id(crawler.fetch._downloads.session())
 
     try:
         ids = [pool.apply_async(session_of_this_thread) for _ in range(3)]
