@@ -637,7 +637,7 @@ def _answers_handshake(address: str, timeout: float) -> None:
     tls = Security().get_connection_args("client")
     if address.startswith("tls://") and tls.get("ssl_context") is None:
         variables = [f"DASK_DISTRIBUTED__COMM__TLS__{name}" for name in ("CA_FILE", "CLIENT__CERT", "CLIENT__KEY")]
-        raise PoolUnavailable(f"the dask scheduler at {address} speaks TLS, and this host has no TLS settings for "
+        raise PoolUnavailable(f"{address} is a TLS address, and this host has no TLS settings for "
                               f"Dask: set {', '.join(variables[:2])} and {variables[2]} (or distributed.comm.tls in "
                               f"Dask's configuration)")
 

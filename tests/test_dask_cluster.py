@@ -263,7 +263,7 @@ def test_a_cluster_that_speaks_tls_is_crawled_with_dasks_own_tls_settings(tmp_pa
                           env=dict.fromkeys(cluster.client_environment()))
         assert without.returncode == 2
         assert without.stderr.splitlines() == [
-            f"crawler: error: the dask scheduler at {cluster.address} speaks TLS, and this host has no TLS settings "
+            f"crawler: error: {cluster.address} is a TLS address, and this host has no TLS settings "
             f"for Dask: set DASK_DISTRIBUTED__COMM__TLS__CA_FILE, DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT and "
             f"DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY (or distributed.comm.tls in Dask's configuration)"]
         assert runs(tmp_path / "without.db") == []
