@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import re
 import multiprocessing
 import os
+import re
 import signal
 import socket
 import threading

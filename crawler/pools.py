@@ -458,7 +458,6 @@ class DaskPool:
                     pass
 
 
-
 # -- setting a crawl up on a cluster: connect, check the workers, add the crawl's plugin to each ----
 
 def _connect(workers: int, address: str | None, processes: bool, n_workers: int | None, timeout: float,

@@ -97,4 +97,3 @@ class PoolSupervisor:
 
     def close(self) -> None:
         shutdown_pool(self.pool)
-
